@@ -1,0 +1,151 @@
+package standin
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	v3endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+)
+
+// host is one upstream endpoint.
+type host struct {
+	addr     string
+	weight   float64
+	priority uint32
+	// healthy is the per-host health flag. EDS health_status sets it today.
+	// TODO: active health checks and outlier detection are not emulated; they would flip this
+	// flag, and until then an unreachable endpoint keeps receiving traffic.
+	healthy atomic.Bool
+}
+
+// upstreamCluster is a cluster with its endpoints and load balancer state.
+type upstreamCluster struct {
+	cfg   *clusterConfig
+	hosts []*host
+
+	mu      sync.Mutex
+	current map[*host]float64 // smooth weighted round-robin state
+}
+
+func newUpstreamCluster(cfg *clusterConfig, cla *v3endpointpb.ClusterLoadAssignment) *upstreamCluster {
+	c := &upstreamCluster{cfg: cfg, current: map[*host]float64{}}
+	for _, le := range cla.GetEndpoints() {
+		c.addLocality(le)
+	}
+	return c
+}
+
+// addLocality adds the endpoints of one locality. Endpoint weight defaults to 1. With
+// locality_weighted_lb_config, a host's share is its locality's share times its share inside
+// the locality, as Envoy's two-level pick gives; without it locality weights are ignored (§5.5).
+func (c *upstreamCluster) addLocality(le *v3endpointpb.LocalityLbEndpoints) {
+	var sum float64
+	for _, e := range le.GetLbEndpoints() {
+		sum += endpointWeight(e)
+	}
+	for _, e := range le.GetLbEndpoints() {
+		sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+		if sa == nil {
+			continue
+		}
+		h := &host{
+			addr:     net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
+			weight:   endpointWeight(e),
+			priority: le.GetPriority(),
+		}
+		if c.cfg.localityWeighted {
+			h.weight = float64(le.GetLoadBalancingWeight().GetValue()) * h.weight / sum
+		}
+		switch e.GetHealthStatus() {
+		case v3corepb.HealthStatus_UNKNOWN, v3corepb.HealthStatus_HEALTHY:
+			h.healthy.Store(h.weight > 0)
+		}
+		c.hosts = append(c.hosts, h)
+	}
+}
+
+func endpointWeight(e *v3endpointpb.LbEndpoint) float64 {
+	if w := e.GetLoadBalancingWeight(); w != nil {
+		return float64(w.GetValue())
+	}
+	return 1
+}
+
+// pick chooses a healthy host by smooth weighted round robin in the lowest priority that has
+// a healthy host. Hosts in exclude are skipped when another candidate exists
+// (retry_host_predicate previous_hosts). It returns nil when no host is healthy.
+//
+// TODO: priority spill-over by overprovisioning factor is not emulated; traffic moves to the
+// next priority only when a priority has no healthy host at all.
+func (c *upstreamCluster) pick(exclude map[string]bool) *host {
+	cands := c.candidates()
+	if len(cands) == 0 {
+		return nil
+	}
+	if fresh := filterHosts(cands, exclude); len(fresh) > 0 {
+		cands = fresh
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var total float64
+	var best *host
+	for _, h := range cands {
+		c.current[h] += h.weight
+		total += h.weight
+		if best == nil || c.current[h] > c.current[best] {
+			best = h
+		}
+	}
+	c.current[best] -= total
+	return best
+}
+
+func (c *upstreamCluster) candidates() []*host {
+	var out []*host
+	var prio uint32
+	for _, h := range c.hosts {
+		if !h.healthy.Load() {
+			continue
+		}
+		switch {
+		case len(out) == 0 || h.priority < prio:
+			out, prio = []*host{h}, h.priority
+		case h.priority == prio:
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func filterHosts(hosts []*host, exclude map[string]bool) []*host {
+	var out []*host
+	for _, h := range hosts {
+		if !exclude[h.addr] {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// newTransport returns an upstream HTTP transport: HTTP/1.1, or h2c (prior knowledge) for
+// clusters with http2_protocol_options.
+func newTransport(h2c bool) *http.Transport {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	t := &http.Transport{
+		DialContext:         func(ctx context.Context, n, a string) (net.Conn, error) { return d.DialContext(ctx, n, a) },
+		MaxIdleConnsPerHost: 16,
+		DisableCompression:  true,
+	}
+	if h2c {
+		var ps http.Protocols
+		ps.SetUnencryptedHTTP2(true)
+		t.Protocols = &ps
+	}
+	return t
+}

@@ -1,0 +1,316 @@
+package standin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	v3routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+)
+
+// matchRoute resolves the virtual host and route for the current headers and picks the
+// cluster; weighted clusters are chosen at random by weight, at match time as in Envoy.
+func (x *exchange) matchRoute() {
+	x.vh, x.route, x.cluster = nil, nil, ""
+	if x.rc == nil {
+		return
+	}
+	x.vh = x.rc.matchHost(x.headers.value(":authority"))
+	if x.vh == nil {
+		return
+	}
+	for _, r := range x.vh.routes {
+		if r.matches(x.headers) {
+			x.route, x.cluster = r, r.pickCluster()
+			return
+		}
+	}
+}
+
+// matchHost picks the virtual host: exact domain first, then suffix/prefix wildcards, then "*".
+func (rc *routeConfig) matchHost(authority string) *virtualHost {
+	host := strings.ToLower(authority)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	var wildcard, star *virtualHost
+	for _, vh := range rc.vhosts {
+		for _, d := range vh.domains {
+			d = strings.ToLower(d)
+			switch {
+			case d == host || d == strings.ToLower(authority):
+				return vh
+			case d == "*":
+				star = cmpOr(star, vh)
+			case strings.HasPrefix(d, "*") && strings.HasSuffix(host, d[1:]),
+				strings.HasSuffix(d, "*") && strings.HasPrefix(host, d[:len(d)-1]):
+				wildcard = cmpOr(wildcard, vh)
+			}
+		}
+	}
+	return cmpOr(wildcard, star)
+}
+
+func cmpOr(a, b *virtualHost) *virtualHost {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func (r *route) matches(h headerMap) bool {
+	path := h.value(":path")
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if r.hasPath && path != r.path || !r.hasPath && !strings.HasPrefix(path, r.prefix) {
+		return false
+	}
+	for _, hm := range r.headers {
+		if matchHeader(hm, h) == hm.GetInvertMatch() {
+			return false
+		}
+	}
+	return true
+}
+
+func matchHeader(hm *v3routepb.HeaderMatcher, h headerMap) bool {
+	v, ok := h.get(strings.ToLower(hm.GetName()))
+	if !ok && hm.GetTreatMissingHeaderAsEmpty() {
+		v, ok = "", true
+	}
+	switch s := hm.GetHeaderMatchSpecifier().(type) {
+	case *v3routepb.HeaderMatcher_PresentMatch:
+		return ok == s.PresentMatch
+	case *v3routepb.HeaderMatcher_ExactMatch:
+		return ok && v == s.ExactMatch
+	case *v3routepb.HeaderMatcher_PrefixMatch:
+		return ok && strings.HasPrefix(v, s.PrefixMatch)
+	case *v3routepb.HeaderMatcher_SuffixMatch:
+		return ok && strings.HasSuffix(v, s.SuffixMatch)
+	case *v3routepb.HeaderMatcher_ContainsMatch:
+		return ok && strings.Contains(v, s.ContainsMatch)
+	case *v3routepb.HeaderMatcher_StringMatch:
+		sm := s.StringMatch
+		switch {
+		case sm.GetExact() != "":
+			return ok && v == sm.GetExact()
+		case sm.GetPrefix() != "":
+			return ok && strings.HasPrefix(v, sm.GetPrefix())
+		case sm.GetSuffix() != "":
+			return ok && strings.HasSuffix(v, sm.GetSuffix())
+		case sm.GetContains() != "":
+			return ok && strings.Contains(v, sm.GetContains())
+		}
+		return ok
+	case nil:
+		return ok
+	}
+	// TODO: regex and range header matchers are not emulated; such a route never matches.
+	return false
+}
+
+func (r *route) pickCluster() string {
+	if len(r.weighted) == 0 {
+		return r.cluster
+	}
+	var total uint64
+	for _, wc := range r.weighted {
+		total += uint64(wc.weight)
+	}
+	if total == 0 {
+		return r.weighted[0].name
+	}
+	n := rand.Uint64N(total)
+	for _, wc := range r.weighted {
+		if n < uint64(wc.weight) {
+			return wc.name
+		}
+		n -= uint64(wc.weight)
+	}
+	return r.weighted[len(r.weighted)-1].name
+}
+
+// bufferLimit is the stream buffer limit: the listener's, raised (never lowered) by the
+// route's request_body_buffer_limit (§3.1).
+func (x *exchange) bufferLimit() uint64 {
+	l := x.lc.bufferLimit
+	if x.route != nil && x.route.bufferLimit > l {
+		l = x.route.bufferLimit
+	}
+	return l
+}
+
+// forward is the router filter: it sends the request upstream with the route's timeout and
+// retry policy and returns the upstream response or a local reply.
+//
+// TODO: the request body is read completely before the first upstream attempt (which also
+// makes retries simple); Envoy streams it upstream as it arrives.
+func (x *exchange) forward(ctx context.Context, body bodySource) *response {
+	data, _, err := readAll(body, 0)
+	if lr := (*localReply)(nil); errors.As(err, &lr) {
+		return lr.response()
+	} else if err != nil {
+		return newLocalReply(400, "", "downstream_body_error").response()
+	}
+	if x.route == nil {
+		return newLocalReply(404, "", "route_not_found").response()
+	}
+	uc := x.st.upstreams[x.cluster]
+	if uc == nil {
+		return newLocalReply(503, "", "cluster_not_found").response()
+	}
+	ctx, cancel := ctx, context.CancelFunc(func() {})
+	if x.route.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, x.route.timeout)
+	}
+	resp := x.attempts(ctx, uc, data)
+	if resp.done == nil {
+		resp.done = cancel
+	} else {
+		prev := resp.done
+		resp.done = func() { prev(); cancel() }
+	}
+	return resp
+}
+
+// attempts runs the first try and the retries of the route's retry policy.
+func (x *exchange) attempts(ctx context.Context, uc *upstreamCluster, data []byte) *response {
+	tried := map[string]bool{}
+	rp := x.route.retry
+	for try := 0; ; try++ {
+		var exclude map[string]bool
+		if rp != nil && rp.previousHosts {
+			exclude = tried
+		}
+		h := uc.pick(exclude)
+		if h == nil {
+			return newLocalReply(503, "no healthy upstream", "no_healthy_upstream").response()
+		}
+		tried[h.addr] = true
+		x.upstream = h.addr
+		resp, err := x.try(ctx, uc, h, data)
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		x.px.recordServed(Served{RequestID: x.requestID, Cluster: x.cluster, Endpoint: h.addr, Status: status})
+		if rp != nil && try < rp.numRetries && ctx.Err() == nil && rp.retriable(resp, err) {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			x.px.stats.retries.Add(1)
+			if !backoff(ctx, try) {
+				return newLocalReply(504, "upstream request timeout", "upstream_response_timeout").response()
+			}
+			continue
+		}
+		return x.upstreamResponse(ctx, resp, err)
+	}
+}
+
+func (x *exchange) try(ctx context.Context, uc *upstreamCluster, h *host, data []byte) (*http.Response, error) {
+	x.px.stats.upstream.Add(1)
+	req, err := x.upstreamRequest(ctx, h, data)
+	if err != nil {
+		return nil, err
+	}
+	t := x.px.h1
+	if uc.cfg.http2 {
+		t = x.px.h2c
+	}
+	return t.RoundTrip(req)
+}
+
+func (x *exchange) upstreamRequest(ctx context.Context, h *host, data []byte) (*http.Request, error) {
+	path := x.headers.value(":path")
+	if r := x.route; r.prefixRewrite != "" && !r.hasPath && strings.HasPrefix(path, r.prefix) {
+		path = r.prefixRewrite + path[len(r.prefix):]
+	}
+	req, err := http.NewRequestWithContext(ctx, x.headers.value(":method"), "http://"+h.addr+path,
+		bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = x.headers.toHTTPHeader()
+	req.Header.Set("X-Forwarded-Proto", x.headers.value(":scheme"))
+	req.Host = x.headers.value(":authority")
+	if x.route.hostRewrite != "" {
+		req.Host = x.route.hostRewrite
+	}
+	req.ContentLength = int64(len(data))
+	if _, ok := x.headers.get("content-length"); !ok && len(data) > 0 {
+		req.ContentLength = -1 // the client sent no length; keep it chunked
+	}
+	if len(data) == 0 {
+		req.Body = http.NoBody
+	}
+	return req, nil
+}
+
+// upstreamResponse converts the final attempt into a response or a local reply.
+func (x *exchange) upstreamResponse(ctx context.Context, resp *http.Response, err error) *response {
+	if err != nil {
+		if ctx.Err() != nil {
+			return newLocalReply(504, "upstream request timeout", "upstream_response_timeout").response()
+		}
+		return newLocalReply(503, "upstream connect error or disconnect/reset before headers. "+
+			"reset reason: "+resetReason(err), "upstream_reset_before_response_started").response()
+	}
+	h := headerMap{{":status", strconv.Itoa(resp.StatusCode)}}
+	appendHTTPHeader(&h, resp.Header)
+	out := &response{headers: h, done: func() { resp.Body.Close() }}
+	noBody := resp.ContentLength == 0 || resp.StatusCode == http.StatusNoContent ||
+		resp.StatusCode == http.StatusNotModified || x.headers.value(":method") == http.MethodHead
+	if !noBody {
+		out.body = &readerSource{r: resp.Body, remaining: resp.ContentLength}
+	}
+	return out
+}
+
+func resetReason(err error) string {
+	if isConnectFailure(err) {
+		return "connection failure"
+	}
+	return "connection termination"
+}
+
+func isConnectFailure(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// retriable applies retry_on: 5xx (also resets and connect failures), gateway-error,
+// reset, connect-failure and retriable-status-codes.
+func (rp *retryPolicy) retriable(resp *http.Response, err error) bool {
+	if err != nil {
+		return rp.on["5xx"] || rp.on["gateway-error"] || rp.on["reset"] ||
+			rp.on["connect-failure"] && isConnectFailure(err)
+	}
+	s := resp.StatusCode
+	return rp.on["5xx"] && s >= 500 ||
+		rp.on["gateway-error"] && (s == 502 || s == 503 || s == 504) ||
+		rp.on["retriable-status-codes"] && rp.statusCodes[s]
+}
+
+// backoff waits Envoy's default fully jittered back-off (25 ms base, doubling). It reports
+// false when ctx ended first.
+//
+// TODO: Retry-After and retry_back_off settings are not honoured.
+func backoff(ctx context.Context, try int) bool {
+	limit := 25 * time.Millisecond << min(try, 3)
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(limit))))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,210 @@
+package xds
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+
+	v3routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	v3previoushostspb "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	v3matcherpb "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/phochat/phogate/internal/config"
+)
+
+const (
+	// clientPathPrefix is the OpenAI API prefix clients send; each provider's route rewrites
+	// it to the provider's own base path.
+	clientPathPrefix  = "/v1/"
+	previousHostsName = "envoy.retry_host_predicates.previous_hosts"
+	// retryOn retries failed connects, resets before any response, 5xx and the status codes
+	// in retriable_status_codes (429).
+	retryOn = "connect-failure,reset,5xx,retriable-status-codes"
+)
+
+// buildRouteConfig builds the one RouteConfiguration, in match order:
+//  1. one route per provider, on the provider header the ext_proc server sets;
+//  2. one route per chat model, on the model header, splitting over the model's providers;
+//  3. a catch-all to the first provider for requests that reach Envoy unprocessed (ext_proc
+//     failed open, or left the request alone).
+//
+// Every route matches the path prefix "/" plus a header rather than "/v1/", so that gRPC
+// xDS clients, whose paths are "/<service>/<method>", can follow the same configuration.
+func buildRouteConfig(cfg *config.Config, opts BuildOptions,
+) (*v3routepb.RouteConfiguration, error) {
+	var routes []*v3routepb.Route
+	for i := range cfg.Providers {
+		p := &cfg.Providers[i]
+		routes = append(routes, providerRoute(cfg, p, "provider_"+p.Name,
+			headerMatch(HeaderProvider, p.Name)))
+	}
+	for _, m := range cfg.Models {
+		if m.Kind != config.KindChat {
+			continue
+		}
+		r, err := modelRoute(cfg, m.Name, opts.ClusterWeights[m.Name])
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, r)
+	}
+	routes = append(routes, providerRoute(cfg, firstProvider(cfg), "default", nil))
+
+	return &v3routepb.RouteConfiguration{
+		Name: RouteConfigName,
+		VirtualHosts: []*v3routepb.VirtualHost{{
+			Name:    VirtualHostName,
+			Domains: []string{"*"},
+			Routes:  routes,
+		}},
+	}, nil
+}
+
+func headerMatch(name, value string) []*v3routepb.HeaderMatcher {
+	return []*v3routepb.HeaderMatcher{{
+		Name: name,
+		HeaderMatchSpecifier: &v3routepb.HeaderMatcher_StringMatch{
+			StringMatch: &v3matcherpb.StringMatcher{
+				MatchPattern: &v3matcherpb.StringMatcher_Exact{Exact: value},
+			},
+		},
+	}}
+}
+
+// providerRoute sends matching requests to p's cluster, rewriting path and host for p.
+func providerRoute(cfg *config.Config, p *config.Provider, name string,
+	headers []*v3routepb.HeaderMatcher,
+) *v3routepb.Route {
+	a := baseAction(cfg)
+	a.ClusterSpecifier = &v3routepb.RouteAction_Cluster{Cluster: ProviderClusterName(p.Name)}
+	a.RegexRewrite = pathRewrite(p.PathPrefix())
+	a.HostRewriteSpecifier = &v3routepb.RouteAction_HostRewriteLiteral{
+		HostRewriteLiteral: hostHeader(p),
+	}
+	return &v3routepb.Route{
+		Name: name,
+		Match: &v3routepb.RouteMatch{
+			PathSpecifier: &v3routepb.RouteMatch_Prefix{Prefix: "/"},
+			Headers:       headers,
+		},
+		Action: &v3routepb.Route_Route{Route: a},
+	}
+}
+
+// modelRoute splits requests for model over the providers serving it by weight.
+func modelRoute(cfg *config.Config, model string, weights map[string]uint32,
+) (*v3routepb.Route, error) {
+	providers := cfg.ProvidersFor(model)
+	if len(providers) == 0 {
+		return nil, fmt.Errorf("building route for model %q: no provider serves it", model)
+	}
+	wc := &v3routepb.WeightedCluster{}
+	var sum uint64
+	prefixes := map[string]bool{}
+	for _, p := range providers {
+		w := uint32(1)
+		if v, ok := weights[p.Name]; ok {
+			w = v
+		}
+		if w == 0 {
+			continue
+		}
+		sum += uint64(w)
+		prefixes[p.PathPrefix()] = true
+		wc.Clusters = append(wc.Clusters, &v3routepb.WeightedCluster_ClusterWeight{
+			Name:   ProviderClusterName(p.Name),
+			Weight: u32(w),
+			HostRewriteSpecifier: &v3routepb.WeightedCluster_ClusterWeight_HostRewriteLiteral{
+				HostRewriteLiteral: hostHeader(p),
+			},
+		})
+	}
+	if sum == 0 || sum > math.MaxUint32 {
+		return nil, fmt.Errorf("building route for model %q: weight sum %d must be in 1..%d",
+			model, sum, uint32(math.MaxUint32))
+	}
+
+	a := baseAction(cfg)
+	a.ClusterSpecifier = &v3routepb.RouteAction_WeightedClusters{WeightedClusters: wc}
+	// The path rewrite belongs to the route, not to each weighted cluster, so it can be
+	// applied only when all the model's providers share a base path.
+	// TODO: providers of one model with different base paths get no path rewrite on this
+	// route, so Envoy-side splitting sends them "/v1/..." unchanged; HTTP traffic must be
+	// steered with the provider header until per-cluster rewrites exist.
+	if len(prefixes) == 1 {
+		a.RegexRewrite = pathRewrite(providers[0].PathPrefix())
+	}
+	return &v3routepb.Route{
+		Name: "model_" + model,
+		Match: &v3routepb.RouteMatch{
+			PathSpecifier: &v3routepb.RouteMatch_Prefix{Prefix: "/"},
+			Headers:       headerMatch(HeaderModel, model),
+		},
+		Action: &v3routepb.Route_Route{Route: a},
+	}, nil
+}
+
+// baseAction holds the settings every route shares: timeout and retries.
+func baseAction(cfg *config.Config) *v3routepb.RouteAction {
+	retries := config.DefaultRetries
+	if cfg.Listener.Retries != nil {
+		retries = *cfg.Listener.Retries
+	}
+	return &v3routepb.RouteAction{
+		// Envoy's default route timeout is 15 s, which would cut long generations; 0 turns
+		// it off so streams last as long as the model writes (envoy-notes "What this
+		// means" 3, §3.2). The listener's stream_idle_timeout still ends dead streams.
+		Timeout:     dur(cfg.Listener.UpstreamTimeout.Duration),
+		RetryPolicy: retryPolicy(retries),
+	}
+}
+
+// retryPolicy retries on another host on connect failures, resets, 5xx and 429, honouring
+// Retry-After. Envoy retries only until response headers have gone downstream, so a stream
+// that already started is never replayed. gRPC clients keep only num_retries from it.
+func retryPolicy(n int) *v3routepb.RetryPolicy {
+	if n <= 0 {
+		// gRPC clients reject num_retries 0, and no policy means no retries anyway.
+		return nil
+	}
+	return &v3routepb.RetryPolicy{
+		RetryOn:              retryOn,
+		NumRetries:           u32(uint32(n)),
+		RetriableStatusCodes: []uint32{429},
+		RetryHostPredicate: []*v3routepb.RetryPolicy_RetryHostPredicate{{
+			Name: previousHostsName,
+			ConfigType: &v3routepb.RetryPolicy_RetryHostPredicate_TypedConfig{
+				TypedConfig: mustAny(&v3previoushostspb.PreviousHostsPredicate{}),
+			},
+		}},
+		HostSelectionRetryMaxAttempts: hostSelectionRetries,
+		RateLimitedRetryBackOff: &v3routepb.RetryPolicy_RateLimitedRetryBackOff{
+			ResetHeaders: []*v3routepb.RetryPolicy_ResetHeader{{
+				Name:   "retry-after",
+				Format: v3routepb.RetryPolicy_SECONDS,
+			}},
+			MaxInterval: dur(rateLimitedMaxBackOff),
+		},
+	}
+}
+
+// pathRewrite maps the client's "/v1/" to the provider's base path, or returns nil when
+// they are the same.
+func pathRewrite(prefix string) *v3matcherpb.RegexMatchAndSubstitute {
+	if prefix+"/" == clientPathPrefix {
+		return nil
+	}
+	return &v3matcherpb.RegexMatchAndSubstitute{
+		Pattern:      &v3matcherpb.RegexMatcher{Regex: "^" + regexp.QuoteMeta(clientPathPrefix)},
+		Substitution: prefix + "/",
+	}
+}
+
+// hostHeader is the Host the provider expects: the base URL's host with its port when the
+// URL names one, as an HTTP client would send it.
+func hostHeader(p *config.Provider) string {
+	if u := p.URL(); u != nil {
+		return u.Host
+	}
+	return p.Host()
+}
