@@ -29,21 +29,25 @@ func main() {
 	proxy := flag.String("proxy", "auto", "auto (envoy when on PATH), envoy or standin")
 	flag.Parse()
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "devstack")
+	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, logger, *configPath, *phogate, *bootstrap, *proxy); err != nil {
+	logger := base.With("component", "devstack")
+	if err := run(ctx, base, *configPath, *phogate, *bootstrap, *proxy); err != nil {
 		logger.Error("devstack failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, logger *slog.Logger, path, phogate, bootstrap, proxy string) error {
+// run starts the stack and serves until ctx is done. base is the logger without a component;
+// each part adds its own.
+func run(ctx context.Context, base *slog.Logger, path, phogate, bootstrap, proxy string) error {
+	logger := base.With("component", "devstack")
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	if err := startFakeProviders(ctx, logger, cfg); err != nil {
+	if err := startFakeProviders(ctx, base, cfg); err != nil {
 		return err
 	}
 
@@ -58,7 +62,7 @@ func run(ctx context.Context, logger *slog.Logger, path, phogate, bootstrap, pro
 		return err
 	}
 
-	stopProxy, err := startProxy(ctx, logger, cfg, bootstrap, proxy)
+	stopProxy, err := startProxy(ctx, base, cfg, bootstrap, proxy)
 	if err != nil {
 		return err
 	}
@@ -76,7 +80,8 @@ func run(ctx context.Context, logger *slog.Logger, path, phogate, bootstrap, pro
 
 // startFakeProviders serves a fake provider on every loopback endpoint of the configuration,
 // each named after its provider and address so answers show who served them.
-func startFakeProviders(ctx context.Context, logger *slog.Logger, cfg *config.Config) error {
+func startFakeProviders(ctx context.Context, base *slog.Logger, cfg *config.Config) error {
+	logger := base.With("component", "devstack")
 	for _, p := range cfg.Providers {
 		for _, e := range p.Endpoints {
 			host, _, err := config.SplitHostPort(e.Address)
@@ -87,7 +92,7 @@ func startFakeProviders(ctx context.Context, logger *slog.Logger, cfg *config.Co
 				continue
 			}
 			name := p.Name + "@" + e.Address
-			srv := fakeprovider.New(fakeprovider.Options{Name: name, Logger: logger})
+			srv := fakeprovider.New(fakeprovider.Options{Name: name, Logger: base})
 			if _, err := fakeprovider.Listen(ctx, e.Address, srv); err != nil {
 				return fmt.Errorf("fake provider %s: %w", name, err)
 			}
@@ -98,8 +103,9 @@ func startFakeProviders(ctx context.Context, logger *slog.Logger, cfg *config.Co
 }
 
 // startProxy starts Envoy or the stand-in and returns a function that stops it.
-func startProxy(ctx context.Context, logger *slog.Logger, cfg *config.Config, bootstrap,
+func startProxy(ctx context.Context, base *slog.Logger, cfg *config.Config, bootstrap,
 	proxy string) (func(), error) {
+	logger := base.With("component", "devstack")
 	envoyPath, lookErr := exec.LookPath("envoy")
 	if proxy == "envoy" || (proxy == "auto" && lookErr == nil) {
 		if lookErr != nil {
@@ -118,7 +124,7 @@ func startProxy(ctx context.Context, logger *slog.Logger, cfg *config.Config, bo
 	}
 	p, err := standin.Start(ctx, standin.Options{
 		XDSAddress: cfg.Gateway.XDSAddress, NodeID: "phogate-demo", Cluster: "phogate",
-		Logger: logger.With("component", "standin"),
+		Logger: base,
 	})
 	if err != nil {
 		return nil, err
