@@ -21,11 +21,15 @@ run: build ## Run the demo stack: gateway, fake providers and the Envoy stand-in
 
 .PHONY: test
 test: ## Run all tests with the race detector (starts Redis/PostgreSQL when unreachable).
-	eval "$$(test/services.sh env)" && $(GO) test -race -count=1 -timeout 12m $(PKGS)
+	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+
+.PHONY: services-stop
+services-stop: ## Stop the Redis/PostgreSQL instances the tests started (if they started any).
+	test/services.sh stop
 
 .PHONY: bench
 bench: ## Run the benchmarks (no race detector) and print the results.
-	eval "$$(test/services.sh env)" && $(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly.

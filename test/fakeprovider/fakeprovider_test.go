@@ -29,7 +29,8 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-func post(t *testing.T, h http.Handler, path, body string, hdr map[string]string) *httptest.ResponseRecorder {
+func post(t *testing.T, h http.Handler, path, body string,
+	hdr map[string]string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequestWithContext(testContext(t), http.MethodPost, path,
 		strings.NewReader(body))

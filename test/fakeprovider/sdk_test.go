@@ -107,7 +107,8 @@ func TestSDKStreamingAccumulatesUsage(t *testing.T) {
 		t.Fatalf("stream: %v", err)
 	}
 
-	if diff := cmp.Diff(want.Choices[0].Message.Content, acc.Choices[0].Message.Content); diff != "" {
+	wantContent, gotContent := want.Choices[0].Message.Content, acc.Choices[0].Message.Content
+	if diff := cmp.Diff(wantContent, gotContent); diff != "" {
 		t.Errorf("streamed content mismatch (-want +got):\n%s", diff)
 	}
 	type u struct{ Prompt, Completion, Total int64 }
