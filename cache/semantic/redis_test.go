@@ -1,0 +1,120 @@
+package semantic
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// testRedis connects to the Redis named by REDIS_URL (default redis://127.0.0.1:6379/0) and
+// returns a client and a key prefix unique to the test, whose keys are deleted afterwards.
+// It fails the test when Redis is unreachable.
+//
+// TODO: switch to the shared test/testenv helper once it exists, so every package finds
+// Redis the same way.
+func testRedis(t *testing.T) (*redis.Client, string) {
+	t.Helper()
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		url = "redis://127.0.0.1:6379/0"
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("parsing REDIS_URL: %v", err)
+	}
+	rdb := redis.NewClient(opts)
+	ctx := testContext(t)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Redis at %s unreachable (set REDIS_URL): %v", url, err)
+	}
+	prefix := "phogate-test:" + t.Name() + ":" + newID() + ":"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+		defer cancel()
+		keys, _ := rdb.Keys(ctx, prefix+"*").Result()
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		rdb.Close()
+	})
+	return rdb, prefix
+}
+
+// waitHit polls ix until text hits in partition or ctx ends; replication is asynchronous.
+func waitHit(ctx context.Context, t *testing.T, ix *Index, partition, text string) Match {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if m, ok, _ := ix.Lookup(ctx, partition, text, 0); ok {
+			return m
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Lookup(%q, %q) never hit: %v", partition, text, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func TestRedisSharing(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	ctx := testContext(t)
+	a := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix})
+	b := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix})
+
+	e, err := a.Add(ctx, "gpt-4o", "How do I cook pho?", "answer-1")
+	if err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	if m := waitHit(ctx, t, b, "gpt-4o", "how do I cook pho"); m.EntryID != e.ID ||
+		m.AnswerKey != "answer-1" {
+		t.Errorf("replica b found %+v, want entry %s with answer-1", m, e.ID)
+	}
+	if _, err := b.Add(ctx, "gpt-4o", "Turn on the light", "answer-2"); err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	waitHit(ctx, t, a, "gpt-4o", "turn on the light")
+	if _, ok, reason := b.Lookup(ctx, "other", "How do I cook pho?", 0); ok {
+		t.Errorf("Lookup in another partition = %v, want a miss", reason)
+	}
+
+	// A replica started later loads both entries, and its own additions are not doubled
+	// when they come back through the stream.
+	c := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix})
+	for _, q := range []string{"How do I cook pho?", "Turn on the light"} {
+		if _, ok, reason := c.Lookup(ctx, "gpt-4o", q, 0); !ok {
+			t.Errorf("new replica Lookup(%q) = %v, want a hit", q, reason)
+		}
+	}
+	if _, err := c.Add(ctx, "gpt-4o", "What is 2+3?", "answer-3"); err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	waitHit(ctx, t, a, "gpt-4o", "what is 2+3")
+	if got := c.Len(); got != 3 {
+		t.Errorf("new replica Len() = %d, want 3", got)
+	}
+}
+
+func TestRedisSkipsExpiredAndMalformed(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	ctx := testContext(t)
+	clock := &fakeClock{now: time.Now()}
+	a := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix, TTL: time.Minute, Now: clock.Now})
+	if _, err := a.Add(ctx, "p", "old question", "old"); err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	// A malformed stream entry from some other writer is skipped.
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: a.stream,
+		Values: []any{fieldID, "bad", fieldVector, "abc"}}).Err(); err != nil {
+		t.Fatalf("XAdd: %v", err)
+	}
+	clock.Advance(2 * time.Minute)
+	b := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix, TTL: time.Minute, Now: clock.Now})
+	if got := b.Len(); got != 0 {
+		t.Errorf("Len() after loading an expired and a malformed entry = %d, want 0", got)
+	}
+}
