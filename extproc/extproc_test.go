@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/phochat/phogate/cache"
 	"github.com/phochat/phogate/internal/routeheaders"
 )
 
@@ -512,8 +513,8 @@ func TestHandleNeverPanics(t *testing.T) {
 	for _, m := range msgs {
 		st := env.srv.newStream()
 		for _, m2 := range msgs {
-			_, _ = st.handle(proto.Clone(m).(*v3procservicepb.ProcessingRequest))
-			_, _ = st.handle(m2)
+			_, _ = st.handle(t.Context(), proto.Clone(m).(*v3procservicepb.ProcessingRequest))
+			_, _ = st.handle(t.Context(), m2)
 		}
 		st.finish()
 	}
@@ -534,7 +535,14 @@ func FuzzHandle(f *testing.F) {
 		}
 	}
 	cfg := testConfigParsed(f)
-	srv, err := New(Options{Config: cfg, Registerer: newRegistry()})
+	// With a cache, so that hits, stores and reassembly are fuzzed too. Collapsing is off:
+	// streams left unfinished would make later ones wait.
+	c, err := cache.New(cache.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(c.Close)
+	srv, err := New(Options{Config: cfg, Registerer: newRegistry(), Cache: c})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -545,7 +553,7 @@ func FuzzHandle(f *testing.F) {
 			if proto.Unmarshal(raw, &req) != nil {
 				continue
 			}
-			_, _ = st.handle(&req)
+			_, _ = st.handle(t.Context(), &req)
 		}
 		// Then a plausible request with the fuzzed body, and the fuzzed body as an answer.
 		st = srv.newStream()
@@ -554,7 +562,7 @@ func FuzzHandle(f *testing.F) {
 			responseHeaders("200", "text/event-stream"), responseBody(string(body), false),
 			responseBody(string(body), true),
 		} {
-			resp, err := st.handle(req)
+			resp, err := st.handle(t.Context(), req)
 			if err != nil {
 				t.Fatalf("handle(%T) = %v", req.GetRequest(), err)
 			}

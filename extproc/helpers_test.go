@@ -48,6 +48,7 @@ providers:
         upstream_name: llama-3.1-8b
 models:
   - name: gpt-4o-mini
+    price: {input: 0.15, output: 0.60}
   - name: gpt-4o
   - name: llama
   - name: text-embedding-3-small
@@ -109,14 +110,25 @@ func newTestEnv(t testing.TB) *testEnv {
 // newTestEnvLevel starts a server logging at level.
 func newTestEnvLevel(t testing.TB, level slog.Level) *testEnv {
 	t.Helper()
-	cfg := testConfigParsed(t)
+	return newTestEnvOpts(t, level, Options{})
+}
+
+// newTestEnvOpts starts a server with opts, completed with the test config, a logger at
+// level and a fresh registry unless opts sets them.
+func newTestEnvOpts(t testing.TB, level slog.Level, opts Options) *testEnv {
+	t.Helper()
+	if opts.Config == nil {
+		opts.Config = testConfigParsed(t)
+	}
+	cfg := opts.Config
 	logs := &syncBuffer{}
-	reg := prometheus.NewRegistry()
-	srv, err := New(Options{
-		Config:     cfg,
-		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level})),
-		Registerer: reg,
-	})
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))
+	reg, ok := opts.Registerer.(*prometheus.Registry)
+	if !ok {
+		reg = prometheus.NewRegistry()
+		opts.Registerer = reg
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}

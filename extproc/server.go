@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/phochat/phogate/cache"
 	"github.com/phochat/phogate/internal/config"
 )
 
@@ -39,6 +40,13 @@ type Options struct {
 	// Picker chooses the provider for each request; nil picks the first provider of the
 	// model by priority.
 	Picker ProviderPicker
+	// Observer, when set, receives an observation of every answered request, for latency
+	// statistics and load balancing.
+	Observer Observer
+	// Cache, when set, answers repeated chat requests from the exact response cache, with
+	// the policy of Config.Cache, and stores complete answers in it. nil turns caching off.
+	// The server does not close it.
+	Cache *cache.Cache
 }
 
 // Server is the ext_proc server. It is safe for concurrent use; each stream is handled on
@@ -50,8 +58,16 @@ type Server struct {
 	log        *slog.Logger
 	metrics    *metrics
 	picker     ProviderPicker
+	observer   Observer
 	modelsBody []byte
 	now        func() time.Time
+
+	// The exact cache (cache.go); cache is nil when caching is off.
+	cache       *cache.Cache
+	cachePolicy *cache.Policy
+	// maxMessageTimeout is the filter's max_message_timeout, the longest reply time the
+	// server may ask for; 0 when it may not.
+	maxMessageTimeout time.Duration
 }
 
 var _ v3procservicegrpc.ExternalProcessorServer = (*Server)(nil)
@@ -75,11 +91,16 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	s := &Server{
-		cfg:     opts.Config,
-		log:     lg.With("component", "extproc"),
-		metrics: m,
-		picker:  opts.Picker,
-		now:     time.Now,
+		cfg:      opts.Config,
+		log:      lg.With("component", "extproc"),
+		metrics:  m,
+		picker:   opts.Picker,
+		observer: opts.Observer,
+		now:      time.Now,
+
+		cache:             opts.Cache,
+		cachePolicy:       cache.PolicyFromConfig(opts.Config),
+		maxMessageTimeout: opts.Config.MaxMessageTimeout(),
 	}
 	if s.picker == nil {
 		s.picker = firstProvider{cfg: opts.Config}
@@ -128,6 +149,7 @@ func (s *Server) Process(ps v3procservicegrpc.ExternalProcessor_ProcessServer) e
 	s.metrics.streamsActive.Inc()
 	defer s.metrics.streamsActive.Dec()
 	st := s.newStream()
+	st.send = ps.Send
 	defer st.finish()
 
 	for {
@@ -136,7 +158,7 @@ func (s *Server) Process(ps v3procservicegrpc.ExternalProcessor_ProcessServer) e
 			return s.recvEnd(st, err)
 		}
 		start := time.Now()
-		resp, err := st.handle(req)
+		resp, err := st.handle(ps.Context(), req)
 		if err != nil {
 			s.metrics.streamErrors.WithLabelValues(reasonBadMessage).Inc()
 			st.log.Debug("bad ext_proc message", "err", err)

@@ -86,6 +86,15 @@ type stream struct {
 	usage         openai.Usage
 	hasUsage      bool
 	finished      bool
+
+	// Timings for the balancer's observation (observer.go).
+	routedAt, headersAt, firstChunkAt time.Time
+
+	// cache is the exact cache's state for this request (cache.go).
+	cache cacheState
+	// send sends a reply ahead of the one handle returns (an override_message_timeout);
+	// nil when the stream is driven without a gRPC stream.
+	send func(*v3procservicepb.ProcessingResponse) error
 }
 
 func (s *Server) newStream() *stream {
@@ -93,16 +102,18 @@ func (s *Server) newStream() *stream {
 }
 
 // handle answers one message. An error means the message cannot belong to any valid stream.
-func (st *stream) handle(req *v3procservicepb.ProcessingRequest) (*v3procservicepb.ProcessingResponse, error) {
+// ctx is the stream's context: it bounds the I/O (cache, Redis) done for the message.
+func (st *stream) handle(ctx context.Context,
+	req *v3procservicepb.ProcessingRequest) (*v3procservicepb.ProcessingResponse, error) {
 	switch r := req.GetRequest().(type) {
 	case *v3procservicepb.ProcessingRequest_RequestHeaders:
 		return st.onRequestHeaders(r.RequestHeaders), nil
 	case *v3procservicepb.ProcessingRequest_RequestBody:
-		return st.onRequestBody(r.RequestBody), nil
+		return st.onRequestBody(ctx, r.RequestBody), nil
 	case *v3procservicepb.ProcessingRequest_ResponseHeaders:
 		return st.onResponseHeaders(req, r.ResponseHeaders), nil
 	case *v3procservicepb.ProcessingRequest_ResponseBody:
-		return st.onResponseBody(r.ResponseBody), nil
+		return st.onResponseBody(ctx, r.ResponseBody), nil
 	case *v3procservicepb.ProcessingRequest_RequestTrailers:
 		return emptyTrailers(false), nil
 	case *v3procservicepb.ProcessingRequest_ResponseTrailers:
@@ -165,6 +176,8 @@ func (st *stream) readRequestHeaders(h *v3procservicepb.HttpHeaders) {
 			st.contentType = headerValue(hv.GetRawValue(), hv.GetValue())
 		case "content-length":
 			st.contentLength = true
+		default:
+			st.readCacheHeader(hv.GetKey(), headerValue(hv.GetRawValue(), hv.GetValue()))
 		}
 	}
 	if st.requestID != "" {
@@ -201,8 +214,10 @@ func (st *stream) passthrough() *v3procservicepb.ProcessingResponse {
 	return resp
 }
 
-// Phase 2: request body. Validate, pick the provider and tell Envoy where to send it.
-func (st *stream) onRequestBody(b *v3procservicepb.HttpBody) *v3procservicepb.ProcessingResponse {
+// Phase 2: request body. Validate, answer from the cache when possible, pick the provider and
+// tell Envoy where to send it. Each step may end the request with an immediate response.
+func (st *stream) onRequestBody(ctx context.Context,
+	b *v3procservicepb.HttpBody) *v3procservicepb.ProcessingResponse {
 	if st.route != routeChat && st.route != routeEmbeddings || st.model != nil {
 		st.outOfOrder("request_body")
 		return continueRequestBody(nil)
@@ -218,6 +233,7 @@ func (st *stream) onRequestBody(b *v3procservicepb.HttpBody) *v3procservicepb.Pr
 		}})
 	}
 
+	// Step 1: parse the body and find the requested model.
 	name, herr := st.parseBody(body)
 	if herr != nil {
 		return st.fail(herr)
@@ -225,6 +241,22 @@ func (st *stream) onRequestBody(b *v3procservicepb.HttpBody) *v3procservicepb.Pr
 	if herr := st.resolveModel(name); herr != nil {
 		return st.fail(herr)
 	}
+
+	// Step 2: identity, budget reservation and model routing belong here. A step that
+	// chooses another model sets st.model, the served model, before the cache step, since
+	// the cache key depends on it.
+
+	// Step 3: answer from the exact cache, or from an identical request in flight.
+	if resp := st.lookupCache(ctx, body); resp != nil {
+		return resp
+	}
+
+	// Step 4: pick the provider of the served model.
+	if herr := st.pickProvider(); herr != nil {
+		return st.fail(herr)
+	}
+
+	// Step 5: reply with the route, the provider's credential and the rewritten body.
 	newBody, err := st.rewriteBody(body)
 	if err != nil {
 		// The body parsed, so a rewrite cannot fail; keep the client's request working.
@@ -232,6 +264,7 @@ func (st *stream) onRequestBody(b *v3procservicepb.HttpBody) *v3procservicepb.Pr
 		newBody = nil
 	}
 	st.logRouted()
+	st.routedAt = st.s.now()
 	return continueRequestBody(st.routeMutation(newBody))
 }
 
@@ -257,7 +290,7 @@ func (st *stream) parseBody(body []byte) (string, *httpError) {
 	return "", &httpError{400, oe}
 }
 
-// resolveModel finds the model and picks its provider.
+// resolveModel finds the requested model and checks that it serves the route.
 func (st *stream) resolveModel(name string) *httpError {
 	m, ok := st.s.cfg.Model(name)
 	if !ok {
@@ -282,7 +315,12 @@ func (st *stream) resolveModel(name string) *httpError {
 		}}
 	}
 	st.model = m
+	return nil
+}
 
+// pickProvider picks the provider of the served model.
+func (st *stream) pickProvider() *httpError {
+	m := st.model
 	p, pm, err := st.s.picker.Pick(m)
 	if err != nil {
 		st.log.Debug("no provider", "model", m.Name, "err", err)
@@ -396,6 +434,7 @@ func (st *stream) onResponseHeaders(req *v3procservicepb.ProcessingRequest,
 		}
 	}
 	st.readAttributes(req)
+	st.headersAt = st.s.now()
 
 	hm := &v3procservicepb.HeaderMutation{}
 	if st.model != nil {
@@ -404,6 +443,7 @@ func (st *stream) onResponseHeaders(req *v3procservicepb.ProcessingRequest,
 	if st.requestID != "" {
 		hm.SetHeaders = append(hm.SetHeaders, setHeader("x-request-id", st.requestID))
 	}
+	st.prepareStore(hm, h.GetEndOfStream())
 	resp := continueResponseHeaders(&v3procservicepb.CommonResponse{HeaderMutation: hm})
 	if h.GetEndOfStream() {
 		st.done = true
@@ -439,9 +479,14 @@ func (st *stream) readAttributes(req *v3procservicepb.ProcessingRequest) {
 	st.cluster = f["xds.cluster_name"].GetStringValue()
 }
 
-// Phase 4: response body. Take usage from the answer; never change it.
-func (st *stream) onResponseBody(b *v3procservicepb.HttpBody) *v3procservicepb.ProcessingResponse {
+// Phase 4: response body. Take usage from the answer and store it in the cache; never change
+// it.
+func (st *stream) onResponseBody(ctx context.Context,
+	b *v3procservicepb.HttpBody) *v3procservicepb.ProcessingResponse {
 	body := b.GetBody()
+	if st.firstChunkAt.IsZero() {
+		st.firstChunkAt = st.s.now()
+	}
 	st.responseBytes += len(body)
 	switch st.mode {
 	case respSSE:
@@ -456,6 +501,10 @@ func (st *stream) onResponseBody(b *v3procservicepb.HttpBody) *v3procservicepb.P
 			st.usage, st.hasUsage = openai.UsageFromJSON(body)
 		}
 	}
+	// A BUFFERED body is whole in its one message, even when trailers follow (eos false).
+	if b.GetEndOfStream() || st.mode == respBuffered {
+		st.storeAnswer(ctx, body)
+	}
 	if b.GetEndOfStream() {
 		st.done = true
 	}
@@ -465,6 +514,7 @@ func (st *stream) onResponseBody(b *v3procservicepb.HttpBody) *v3procservicepb.P
 var doneData = []byte("[DONE]")
 
 func (st *stream) onEvent(e openai.Event) {
+	st.collectEvent(e.Data)
 	if string(e.Data) == string(doneData) {
 		return
 	}
@@ -500,8 +550,9 @@ func (st *stream) reply(code int, body []byte) *v3procservicepb.ProcessingRespon
 	return immediate(code, body, st.requestID, "phogate_"+st.route+"_"+st.code)
 }
 
-// Phase 5: end. Record metrics and one Debug line, once.
+// Phase 5: end. Release the cache flight, record metrics and one Debug line, once.
 func (st *stream) finish() {
+	st.abandonFlight()
 	if st.finished || st.route == routeNone {
 		return
 	}
@@ -527,6 +578,7 @@ func (st *stream) finish() {
 		m.tokens.WithLabelValues(model, "output").Add(float64(st.usage.CompletionTokens))
 	}
 	st.logDone(model, code, elapsed)
+	st.observe()
 }
 
 func (st *stream) logDone(model, code string, elapsed time.Duration) {
@@ -550,6 +602,9 @@ func (st *stream) logDone(model, code string, elapsed time.Duration) {
 	}
 	if st.sse.Dropped > 0 {
 		attrs = append(attrs, slog.Int("sse_events_dropped", st.sse.Dropped))
+	}
+	if r := st.cacheResult(); r != "" {
+		attrs = append(attrs, slog.String("cache", r))
 	}
 	st.log.LogAttrs(ctx, slog.LevelDebug, "request done", attrs...)
 }

@@ -59,7 +59,8 @@ type EndpointStat struct {
 	// Updated is when the last observation arrived.
 	Updated time.Time
 	// Confidence is how fresh the averages are when read with [EndpointStats.Snapshot]:
-	// 2^(−age/half-life), 1 for a brand-new observation, toward 0 as they age out.
+	// 2^(−age/(AgeOutHalfLives·half-life)), 1 for a brand-new observation, toward 0 as they
+	// age out.
 	Confidence float64
 }
 
@@ -86,6 +87,11 @@ type EndpointStatsOptions struct {
 	// Latency, when set, also receives every successful answer per model.
 	Latency *LatencyStats
 }
+
+// AgeOutHalfLives is how many half-lives of the averages make one half-life of an
+// endpoint's [EndpointStat.Confidence]. Ageing slower than the averages themselves keeps an
+// endpoint that gets only a trickle of traffic from looking neutral between its answers.
+const AgeOutHalfLives = 4
 
 // maxEndpoints bounds the endpoints tracked, so that observations naming unchecked
 // addresses cannot grow the map without end.
@@ -159,8 +165,12 @@ func (s *EndpointStats) Observe(o Observation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
-	if s.pending.IsZero() {
-		s.pending = now
+	first := at
+	if now.Before(first) {
+		first = now
+	}
+	if s.pending.IsZero() || first.Before(s.pending) {
+		s.pending = first
 	}
 	s.foldHealth(o, now)
 	if o.Endpoint == "" {
@@ -275,9 +285,9 @@ func (s *EndpointStats) ProviderDown(provider string) bool {
 	return h != nil && h.down
 }
 
-// Snapshot returns every endpoint's averages aged to time at: failure shares decay by
-// 2^(−age/half-life) and Confidence says how much the latencies still count. The map is
-// the caller's.
+// Snapshot returns every endpoint's averages aged to time at: failure shares decay by the
+// Confidence factor, and Confidence says how much the latencies still count. The map is the
+// caller's.
 func (s *EndpointStats) Snapshot(at time.Time) map[EndpointKey]EndpointStat {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -285,7 +295,7 @@ func (s *EndpointStats) Snapshot(at time.Time) map[EndpointKey]EndpointStat {
 	for k, e := range s.endpoints {
 		c := *e
 		age := max(at.Sub(e.Updated), 0)
-		c.Confidence = math.Exp2(-float64(age) / float64(s.opts.HalfLife))
+		c.Confidence = math.Exp2(-float64(age) / float64(AgeOutHalfLives*s.opts.HalfLife))
 		c.ErrorShare *= c.Confidence
 		c.RateLimitShare *= c.Confidence
 		out[k] = c
@@ -293,7 +303,7 @@ func (s *EndpointStats) Snapshot(at time.Time) map[EndpointKey]EndpointStat {
 	return out
 }
 
-// TakePending returns when the oldest observation arrived that no earlier call returned,
+// TakePending returns the time of the oldest observation that no earlier call returned,
 // and the zero time when none arrived since. The balancer uses it to measure the time from
 // an observation to the push that reflects it.
 func (s *EndpointStats) TakePending() time.Time {

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"time"
 
 	v3accesslogpb "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -11,6 +12,7 @@ import (
 	v3routerpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	v3hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/phochat/phogate/internal/config"
@@ -121,6 +123,10 @@ func buildExtProc(cfg *config.Config) (*v3extprocpb.ExternalProcessor, error) {
 		// Envoy's default is 200 ms, too short for a body that has to be parsed, looked up
 		// in the cache and routed (envoy-notes "What this means" 7, §2.2).
 		MessageTimeout: dur(mt),
+		// A request that waits for an identical one in flight (the cache's collapsing)
+		// extends its request-body timer once with override_message_timeout, up to this
+		// (envoy-notes §1.5). Unset (0) disables overrides.
+		MaxMessageTimeout: durOrNil(cfg.MaxMessageTimeout()),
 		// request.id is x-request-id, evaluated with the first request message. Upstream
 		// attributes exist only once a host is picked, so they go in the response
 		// attributes: the ext_proc server learns which endpoint and cluster answered, for
@@ -149,4 +155,12 @@ func buildGRPCListener(name string) *v3listenerpb.Listener {
 			ApiListener: mustAny(hcm),
 		},
 	}
+}
+
+// durOrNil is dur for a positive d, and nil (unset) otherwise.
+func durOrNil(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return dur(d)
 }

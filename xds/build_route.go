@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"strings"
 
+	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	v3routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	v3previoushostspb "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	v3matcherpb "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -25,8 +27,9 @@ const (
 // buildRouteConfig builds the one RouteConfiguration, in match order:
 //  1. one route per provider, on the provider header the ext_proc server sets;
 //  2. one route per chat model, on the model header, splitting over the model's providers;
-//  3. a catch-all to the first provider for requests that reach Envoy unprocessed (ext_proc
-//     failed open, or left the request alone).
+//  3. with failure_mode open, chat and embeddings routes without a header for requests that
+//     reach Envoy unprocessed because the ext_proc server failed (see failOpenRoutes);
+//  4. a catch-all to the first provider for paths the ext_proc server leaves alone.
 //
 // Every route matches the path prefix "/" plus a header rather than "/v1/", so that gRPC
 // xDS clients, whose paths are "/<service>/<method>", can follow the same configuration.
@@ -48,6 +51,9 @@ func buildRouteConfig(cfg *config.Config, opts BuildOptions,
 		}
 		routes = append(routes, r)
 	}
+	if cfg.ExtProc.FailOpen() {
+		routes = append(routes, failOpenRoutes(cfg, firstProvider(cfg))...)
+	}
 	routes = append(routes, providerRoute(cfg, firstProvider(cfg), "default", nil))
 
 	return &v3routepb.RouteConfiguration{
@@ -58,6 +64,37 @@ func buildRouteConfig(cfg *config.Config, opts BuildOptions,
 			Routes:  routes,
 		}},
 	}, nil
+}
+
+// failOpenPaths are the API calls Envoy still serves when the ext_proc server is down and the
+// filter fails open.
+var failOpenPaths = []string{"/v1/chat/completions", "/v1/embeddings"}
+
+// failOpenRoutes serve chat and embeddings requests that reach Envoy without a routing
+// header, which happens only when the ext_proc filter failed open: they go to p with p's
+// credential, set by Envoy since phogate could not set it. Such requests skip budgets, rate
+// limits and the cache, which is what failing open means. Other paths stay on the catch-all
+// route, which never carries a provider credential, so a client cannot use the gateway's
+// key for provider endpoints that phogate does not govern.
+func failOpenRoutes(cfg *config.Config, p *config.Provider) []*v3routepb.Route {
+	var out []*v3routepb.Route
+	for _, path := range failOpenPaths {
+		r := providerRoute(cfg, p, "fail_open"+strings.ReplaceAll(path, "/", "_"), nil)
+		r.Match.PathSpecifier = &v3routepb.RouteMatch_Path{Path: path}
+		r.RequestHeadersToRemove = []string{"authorization"}
+		if key := p.APIKey.Reveal(); key != "" {
+			value := key
+			if p.AuthHeader == "authorization" {
+				value = "Bearer " + key
+			}
+			r.RequestHeadersToAdd = []*v3corepb.HeaderValueOption{{
+				Header:       &v3corepb.HeaderValue{Key: p.AuthHeader, Value: value},
+				AppendAction: v3corepb.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}}
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func headerMatch(name, value string) []*v3routepb.HeaderMatcher {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/phochat/phogate/cache"
 	"github.com/phochat/phogate/extproc"
 	"github.com/phochat/phogate/internal/config"
 	"github.com/phochat/phogate/xds"
@@ -35,11 +36,23 @@ func run(ctx context.Context, path string, logger *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	xdsGRPC, err := newXDS(ctx, cfg, logger, reg)
+	xdsGRPC, xdsSrv, err := newXDS(ctx, cfg, logger, reg)
 	if err != nil {
 		return err
 	}
-	extGRPC, err := newExtProc(cfg, logger, reg)
+	// Latency-weighted balancing (balancing.go): observations from ext_proc feed the
+	// endpoint statistics, which drive the provider picker and the published weights.
+	bal, err := newBalancing(cfg, logger, reg, xdsSrv, nil)
+	if err != nil {
+		return err
+	}
+	// The exact response cache (cache.go), closed once the servers have stopped.
+	respCache, closeCache, err := newCache(cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	defer closeCache()
+	extGRPC, err := newExtProc(cfg, logger, reg, bal, respCache)
 	if err != nil {
 		return err
 	}
@@ -61,6 +74,7 @@ func run(ctx context.Context, path string, logger *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveGRPC(extGRPC, listeners.extProc, "ext_proc") })
 	g.Go(func() error { return serveGRPC(xdsGRPC, listeners.xds, "xds") })
+	g.Go(func() error { return bal.run(gctx) })
 	g.Go(func() error {
 		if err := admin.Serve(listeners.admin); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin server: %w", err)
@@ -79,23 +93,24 @@ func run(ctx context.Context, path string, logger *slog.Logger) error {
 }
 
 func newXDS(ctx context.Context, cfg *config.Config, logger *slog.Logger,
-	reg prometheus.Registerer) (*grpc.Server, error) {
+	reg prometheus.Registerer) (*grpc.Server, *xds.Server, error) {
 	res, err := xds.Build(cfg, xds.BuildOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("building Envoy resources: %w", err)
+		return nil, nil, fmt.Errorf("building Envoy resources: %w", err)
 	}
 	srv := xds.NewServer(xds.ServerOptions{Logger: logger, Registerer: reg})
 	if err := srv.Publish(ctx, res); err != nil {
-		return nil, fmt.Errorf("publishing Envoy resources: %w", err)
+		return nil, nil, fmt.Errorf("publishing Envoy resources: %w", err)
 	}
 	g := grpc.NewServer()
 	srv.Register(g)
-	return g, nil
+	return g, srv, nil
 }
 
 func newExtProc(cfg *config.Config, logger *slog.Logger,
-	reg prometheus.Registerer) (*grpc.Server, error) {
-	ep, err := extproc.New(extproc.Options{Config: cfg, Logger: logger, Registerer: reg})
+	reg prometheus.Registerer, bal *balancing, respCache *cache.Cache) (*grpc.Server, error) {
+	ep, err := extproc.New(extproc.Options{Config: cfg, Logger: logger, Registerer: reg,
+		Picker: bal.picker, Observer: bal.observer, Cache: respCache})
 	if err != nil {
 		return nil, fmt.Errorf("ext_proc server: %w", err)
 	}

@@ -22,9 +22,10 @@ import "time"
 // Each endpoint keeps moving averages of the time to first byte and of the time per output
 // token, and the share of answers that were errors (5xx, resets, connect failures) and 429s.
 // An observation replaces the fraction 1 − 2^(−Δt/half_life) of each average (at least
-// 0.1), Δt being the time since the endpoint's previous observation. Averages age out:
-// failure shares decay by 2^(−age/half_life), and an endpoint's latency fades into its
-// cluster's mean as it grows old, so an endpoint nobody uses is judged neutral again.
+// 0.1), Δt being the time since the endpoint's previous observation. Averages age out with
+// a confidence of 2^(−age/(4·half_life)): failure shares decay by it, and an endpoint's
+// latency fades by it into its cluster's mean, so an endpoint nobody uses is judged
+// neutral again.
 //
 // # The rule
 //

@@ -195,3 +195,15 @@ func (x *Cache) validateScope(v *validator, c *Config) {
 		check("cache.scope.models."+name, x.Scope.Models[name])
 	}
 }
+
+// MaxMessageTimeout is the longest time the ext_proc server may ask Envoy to wait for one
+// reply, published as the filter's max_message_timeout: the collapse wait plus one message
+// timeout, so that a request that waited for an identical one in flight still has a whole
+// message timeout to go upstream. It is 0, which leaves the feature off, when the cache or
+// collapsing is off. Envoy accepts at most one hour.
+func (c *Config) MaxMessageTimeout() time.Duration {
+	if !c.Cache.IsEnabled() || !c.Cache.Collapse.IsEnabled() {
+		return 0
+	}
+	return min(c.Cache.Collapse.Wait.Duration+c.ExtProc.MessageTimeout.Duration, time.Hour)
+}

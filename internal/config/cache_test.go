@@ -126,3 +126,27 @@ func TestCacheExample(t *testing.T) {
 		t.Errorf("TTLFor(gpt-4o) = %v, want 20m", got)
 	}
 }
+
+func TestMaxMessageTimeout(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra string
+		want  time.Duration
+	}{
+		{"defaults", "", 11 * time.Second},
+		{"custom", "ext_proc: {message_timeout: 2s}\ncache: {collapse: {wait: 3s}}\n", 5 * time.Second},
+		{"collapse off", "cache: {collapse: {enabled: false}}\n", 0},
+		{"cache off", "cache: {enabled: false}\n", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(cacheTestBase + tt.extra))
+			if err != nil {
+				t.Fatalf("Parse = %v", err)
+			}
+			if got := c.MaxMessageTimeout(); got != tt.want {
+				t.Errorf("MaxMessageTimeout() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -27,6 +27,7 @@ func twoProviders(f *fakeSet) string {
   - name: beta
     base_url: http://%s/openai/v1
     auth_header: api-key
+    api_key_env: E2E_BETA_KEY
     priority: 1
     models:
       - {name: gpt-4o-mini, upstream_name: gpt-4o-mini-2024-07-18}
@@ -53,7 +54,7 @@ func chatParams(model, question string) openai.ChatCompletionNewParams {
 
 func TestChatNonStreaming(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
 	client := newClient(s)
 
 	var resp *http.Response
@@ -85,7 +86,7 @@ func TestChatNonStreaming(t *testing.T) {
 
 func TestChatStreaming(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
 	client := newClient(s)
 	question := "Explain how to cook pho step by step"
 
@@ -96,7 +97,10 @@ func TestChatStreaming(t *testing.T) {
 
 	params := chatParams("gpt-4o", question)
 	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
-	stream := client.Chat.Completions.NewStreaming(t.Context(), params)
+	// no-cache: the same question was just answered, and this test wants a live stream from
+	// the provider, not the cached answer (cache_test.go covers that).
+	stream := client.Chat.Completions.NewStreaming(t.Context(), params,
+		option.WithHeader("Cache-Control", "no-cache"))
 	var acc openai.ChatCompletionAccumulator
 	chunks := 0
 	for stream.Next() {
@@ -122,7 +126,8 @@ func TestChatStreaming(t *testing.T) {
 
 func TestChatProviderModelNameRewrite(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes),
+		Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
 	client := newClient(s)
 
 	var resp *http.Response
@@ -141,11 +146,53 @@ func TestChatProviderModelNameRewrite(t *testing.T) {
 	if m := resp.Header.Get("x-phogate-model"); m != "beta-only" {
 		t.Errorf("x-phogate-model = %q, want beta-only", m)
 	}
+	// Envoy rewrote the client's /v1/ to beta's base path, and phogate put beta's credential
+	// in beta's header instead of the client's key.
+	if n := fakes.servers["beta"].CallsByPath()["/openai/v1/chat/completions"]; n != 1 {
+		t.Errorf("beta calls on /openai/v1/chat/completions = %d, want 1 (by path: %v)", n,
+			fakes.servers["beta"].CallsByPath())
+	}
+	h := fakes.servers["beta"].LastHeaders()
+	if h.Get("api-key") != "sk-beta" || h.Get("authorization") != "" {
+		t.Errorf("beta saw api-key %q and authorization %q, want sk-beta and none",
+			h.Get("api-key"), h.Get("authorization"))
+	}
+}
+
+func TestFailOpenKeepsChatWorking(t *testing.T) {
+	fakes := startFakes(t, "alpha", "beta")
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), FailureMode: "open",
+		Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
+	client := newClient(s)
+	if _, err := client.Chat.Completions.New(t.Context(), chatParams("gpt-4o", "hi")); err != nil {
+		t.Fatalf("chat with phogate up: %v", err)
+	}
+
+	s.stopGateway(t)
+	var resp *http.Response
+	got, err := client.Chat.Completions.New(t.Context(), chatParams("gpt-4o", "still there?"),
+		option.WithResponseInto(&resp))
+	if err != nil {
+		t.Fatalf("chat with phogate down and failure_mode open: %v", err)
+	}
+	if got.Choices[0].Message.Content == "" || resp.Header.Get(fakeprovider.HeaderProvider) != "alpha" {
+		t.Errorf("answer %q from %q, want an answer from alpha", got.Choices[0].Message.Content,
+			resp.Header.Get(fakeprovider.HeaderProvider))
+	}
+	if a := fakes.servers["alpha"].LastHeaders().Get("authorization"); a != "Bearer sk-alpha" {
+		t.Errorf("alpha saw authorization %q, want the provider key set by Envoy", a)
+	}
+
+	// Paths phogate does not govern never get the provider's credential.
+	status, _ := post(t, strings.TrimSuffix(s.BaseURL, "/v1")+"/v1/files", `{}`)
+	if status == http.StatusOK {
+		t.Errorf("POST /v1/files = 200, want the provider to refuse it")
+	}
 }
 
 func TestBadInputErrors(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
 
 	tests := []struct {
 		name       string
@@ -187,7 +234,7 @@ func TestBadInputErrors(t *testing.T) {
 
 func TestModelsAndEmbeddings(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
 	client := newClient(s)
 
 	page, err := client.Models.List(t.Context())

@@ -78,6 +78,17 @@ type stack struct {
 	AdminURL string // phogate's admin server
 	Proxy    *standin.Proxy
 	logs     *syncBuffer
+	gateway  *exec.Cmd
+}
+
+// stopGateway stops the phogate process as a crash would, leaving the proxy running on the
+// configuration it last received.
+func (s *stack) stopGateway(t *testing.T) {
+	t.Helper()
+	if err := s.gateway.Process.Kill(); err != nil {
+		t.Fatalf("killing phogate: %v", err)
+	}
+	s.gateway.Wait()
 }
 
 // stackOptions shape the generated configuration.
@@ -135,10 +146,11 @@ func startGateway(t *testing.T, path string, s *stack, env []string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting phogate: %v", err)
 	}
+	s.gateway = cmd
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+		go func() { cmd.Wait(); close(done) }() // returns at once if stopGateway ran
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):

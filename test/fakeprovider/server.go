@@ -106,6 +106,7 @@ type Server struct {
 	errors   int64 // 500s injected by ErrorRate since then
 	limits   int64 // 429s injected by RateLimitRate since then
 	byPath   map[string]int64
+	lastHdr  http.Header // headers of the last model call
 
 	calls atomic.Int64
 }
@@ -183,6 +184,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// LastHeaders returns the request headers of the last chat or embeddings call, or nil
+// before the first one. Tests use it to see which credential reached the provider.
+func (s *Server) LastHeaders() http.Header {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastHdr.Clone()
+}
+
 // serveModel counts the call, applies error injection and then runs the endpoint handler
 // with the behavior in force when the call arrived.
 func (s *Server) serveModel(w http.ResponseWriter, r *http.Request,
@@ -194,6 +203,9 @@ func (s *Server) serveModel(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	s.calls.Add(1)
+	s.mu.Lock()
+	s.lastHdr = r.Header.Clone()
+	s.mu.Unlock()
 	b, injected := s.nextCall(r.URL.Path)
 
 	if h := r.Header.Get(HeaderStatus); h != "" {

@@ -18,10 +18,11 @@ type host struct {
 	addr     string
 	weight   float64
 	priority uint32
-	// healthy is the per-host health flag. EDS health_status sets it today.
-	// TODO: active health checks and outlier detection are not emulated; they would flip this
-	// flag, and until then an unreachable endpoint keeps receiving traffic.
+	// healthy is the EDS health_status of the host (and a weight above 0).
 	healthy atomic.Bool
+	// health is the host's active health check and outlier state (health.go); nil when the
+	// cluster was built without a registry.
+	health *hostHealth
 }
 
 // upstreamCluster is a cluster with its endpoints and load balancer state.
@@ -109,8 +110,9 @@ func (c *upstreamCluster) pick(exclude map[string]bool) *host {
 func (c *upstreamCluster) candidates() []*host {
 	var out []*host
 	var prio uint32
+	now := time.Now()
 	for _, h := range c.hosts {
-		if !h.healthy.Load() {
+		if !h.healthy.Load() || h.health != nil && !h.health.usable(now) {
 			continue
 		}
 		switch {

@@ -3,7 +3,9 @@ package standin
 import (
 	"errors"
 	"fmt"
+	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -67,10 +69,21 @@ type route struct {
 	cluster       string
 	weighted      []weightedCluster
 	prefixRewrite string
+	regexRewrite  *regexp.Regexp // regex_rewrite pattern; Envoy's RE2 and Go's regexp agree
+	regexSubst    string
 	hostRewrite   string
+	addHeaders    []headerOption // request_headers_to_add, applied by the router
+	removeHeaders []string       // request_headers_to_remove, applied before addHeaders
 	timeout       time.Duration
 	retry         *retryPolicy
 	bufferLimit   uint64 // request_body_buffer_limit of the route, else of the vhost; 0 = unset
+}
+
+// headerOption is one route-level request header to add. Route header options are plain
+// Envoy config (HeaderValueOption), where the value is read from `value`.
+type headerOption struct {
+	key, value string
+	appnd      bool
 }
 
 type weightedCluster struct {
@@ -83,6 +96,8 @@ type retryPolicy struct {
 	numRetries    int
 	statusCodes   map[int]bool
 	previousHosts bool
+	resetHeaders  []string      // rate_limited_retry_back_off SECONDS headers
+	resetMax      time.Duration // rate_limited_retry_back_off max_interval
 }
 
 // clusterConfig is a compiled CDS Cluster.
@@ -94,6 +109,8 @@ type clusterConfig struct {
 	// localityWeighted reports whether locality weights are honoured (§5.5).
 	localityWeighted bool
 	inline           *v3clusterpb.Cluster // for STATIC/STRICT_DNS load_assignment
+	health           *healthConfig        // active TCP health check; nil = none
+	outlier          *outlierConfig       // outlier detection; nil = none
 }
 
 func compileCluster(c *v3clusterpb.Cluster) (*clusterConfig, error) {
@@ -120,6 +137,8 @@ func compileCluster(c *v3clusterpb.Cluster) (*clusterConfig, error) {
 		cc.http2 = po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
 	}
 	cc.localityWeighted = c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	cc.health = compileHealth(c)
+	cc.outlier = compileOutlier(c)
 	return cc, nil
 }
 
@@ -245,6 +264,14 @@ func compileRoute(r *v3routepb.Route, vh *v3routepb.VirtualHost) (*route, error)
 	if a == nil {
 		return nil, fmt.Errorf("route %q: only route actions are supported", r.GetName())
 	}
+	out.removeHeaders = r.GetRequestHeadersToRemove()
+	for _, o := range r.GetRequestHeadersToAdd() {
+		out.addHeaders = append(out.addHeaders, headerOption{
+			key:   strings.ToLower(o.GetHeader().GetKey()),
+			value: o.GetHeader().GetValue(),
+			appnd: o.GetAppendAction() == v3corepb.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
+		})
+	}
 	return out, compileAction(out, a, vh)
 }
 
@@ -260,6 +287,13 @@ func compileAction(out *route, a *v3routepb.RouteAction, vh *v3routepb.VirtualHo
 		return fmt.Errorf("route %q: only cluster and weighted_clusters are supported", out.name)
 	}
 	out.prefixRewrite = a.GetPrefixRewrite()
+	if rr := a.GetRegexRewrite(); rr != nil {
+		re, err := regexp.Compile(rr.GetPattern().GetRegex())
+		if err != nil {
+			return fmt.Errorf("route %q: regex_rewrite: %w", out.name, err)
+		}
+		out.regexRewrite, out.regexSubst = re, rr.GetSubstitution()
+	}
 	out.hostRewrite = a.GetHostRewriteLiteral()
 	if t := a.GetTimeout(); t != nil {
 		out.timeout = t.AsDuration()
@@ -291,5 +325,6 @@ func compileRetry(rp *v3routepb.RetryPolicy) *retryPolicy {
 			p.previousHosts = true
 		}
 	}
+	compileResetHeaders(p, rp.GetRateLimitedRetryBackOff())
 	return p
 }

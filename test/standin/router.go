@@ -201,12 +201,19 @@ func (x *exchange) attempts(ctx context.Context, uc *upstreamCluster, data []byt
 			status = resp.StatusCode
 		}
 		x.px.recordServed(Served{RequestID: x.requestID, Cluster: x.cluster, Endpoint: h.addr, Status: status})
+		if err == nil || ctx.Err() == nil {
+			uc.recordOutcome(h, status, time.Now())
+		}
 		if rp != nil && try < rp.numRetries && ctx.Err() == nil && rp.retriable(resp, err) {
+			wait := backoffDelay(try)
+			if d, ok := rp.retryAfter(resp); ok {
+				wait = d
+			}
 			if resp != nil {
 				resp.Body.Close()
 			}
 			x.px.stats.retries.Add(1)
-			if !backoff(ctx, try) {
+			if !sleepCtx(ctx, wait) {
 				return newLocalReply(504, "upstream request timeout", "upstream_response_timeout").response()
 			}
 			continue
@@ -232,13 +239,31 @@ func (x *exchange) upstreamRequest(ctx context.Context, h *host, data []byte) (*
 	path := x.headers.value(":path")
 	if r := x.route; r.prefixRewrite != "" && !r.hasPath && strings.HasPrefix(path, r.prefix) {
 		path = r.prefixRewrite + path[len(r.prefix):]
+	} else if r.regexRewrite != nil {
+		// regex_rewrite applies to the path without the query string.
+		p, q, hasQ := strings.Cut(path, "?")
+		path = r.regexRewrite.ReplaceAllString(p, expandEnvoySubst(r.regexSubst))
+		if hasQ {
+			path += "?" + q
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, x.headers.value(":method"), "http://"+h.addr+path,
 		bytes.NewReader(data))
 	if err != nil {
 		return nil, err
 	}
-	req.Header = x.headers.toHTTPHeader()
+	hdrs := x.headers.clone()
+	for _, k := range x.route.removeHeaders {
+		hdrs.del(strings.ToLower(k))
+	}
+	for _, o := range x.route.addHeaders {
+		if o.appnd {
+			hdrs.add(o.key, o.value)
+		} else {
+			hdrs.set(o.key, o.value)
+		}
+	}
+	req.Header = hdrs.toHTTPHeader()
 	req.Header.Set("X-Forwarded-Proto", x.headers.value(":scheme"))
 	req.Host = x.headers.value(":authority")
 	if x.route.hostRewrite != "" {
@@ -274,6 +299,24 @@ func (x *exchange) upstreamResponse(ctx context.Context, resp *http.Response, er
 	return out
 }
 
+// expandEnvoySubst turns Envoy's \1 capture references into Go's "${1}".
+func expandEnvoySubst(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9' {
+			b.WriteString("${" + string(s[i+1]) + "}")
+			i++
+			continue
+		}
+		if s[i] == '$' {
+			b.WriteString("$$")
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
 func resetReason(err error) string {
 	if isConnectFailure(err) {
 		return "connection failure"
@@ -299,13 +342,19 @@ func (rp *retryPolicy) retriable(resp *http.Response, err error) bool {
 		rp.on["retriable-status-codes"] && rp.statusCodes[s]
 }
 
-// backoff waits Envoy's default fully jittered back-off (25 ms base, doubling). It reports
-// false when ctx ended first.
+// backoffDelay is Envoy's default fully jittered back-off (25 ms base, doubling). A
+// rate-limited answer's Retry-After replaces it when the policy names that header
+// (rate_limited_retry_back_off).
 //
-// TODO: Retry-After and retry_back_off settings are not honoured.
-func backoff(ctx context.Context, try int) bool {
+// TODO: retry_back_off settings are not honoured; the default base and cap always apply.
+func backoffDelay(try int) time.Duration {
 	limit := 25 * time.Millisecond << min(try, 3)
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(limit))))
+	return time.Duration(rand.Int64N(int64(limit)))
+}
+
+// sleepCtx waits d; it reports false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -109,7 +109,9 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 		grpcConns: map[string]*grpc.ClientConn{},
 		ready:     make(chan struct{}),
 	}
-	p.state.Store(newState())
+	st := newState()
+	st.health = newHealthRegistry(ctx)
+	p.state.Store(st)
 	go func() {
 		defer close(p.done)
 		p.runADS(ctx)

@@ -30,6 +30,7 @@ type state struct {
 	listeners map[string]*listenerConfig
 	routes    map[string]*routeConfig
 	received  map[string]bool // type URLs accepted at least once
+	health    *healthRegistry // shared by every state of one proxy
 }
 
 func newState() *state {
@@ -44,7 +45,7 @@ func (s *state) clone() *state {
 	return &state{
 		clusters: maps.Clone(s.clusters), cla: maps.Clone(s.cla),
 		upstreams: maps.Clone(s.upstreams), listeners: maps.Clone(s.listeners),
-		routes: maps.Clone(s.routes), received: maps.Clone(s.received),
+		routes: maps.Clone(s.routes), received: maps.Clone(s.received), health: s.health,
 	}
 }
 
@@ -97,8 +98,11 @@ func (s *state) rebuildUpstreams() {
 		if !c.eds {
 			cla = c.inline.GetLoadAssignment()
 		}
-		s.upstreams[name] = newUpstreamCluster(c, cla)
+		uc := newUpstreamCluster(c, cla)
+		s.health.sync(uc)
+		s.upstreams[name] = uc
 	}
+	s.health.drop(s.clusters)
 }
 
 // adsStream tracks the per-type subscription of one ADS stream.
