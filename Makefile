@@ -36,6 +36,14 @@ fuzz: ## Run each fuzz target briefly.
 	$(GO) test -run '^$$' -fuzz FuzzParseChatRequest -fuzztime 15s ./internal/openai/
 	$(GO) test -run '^$$' -fuzz FuzzSSE -fuzztime 15s ./internal/openai/
 
+.PHONY: eval-semantic
+eval-semantic: ## Evaluate the semantic cache on the developer pairs in ../shared/data.
+	$(GO) run ./cmd/semantic-eval -data ../shared/data
+
+.PHONY: eval-routing
+eval-routing: ## Evaluate model routing on the developer data in ../shared/data.
+	$(GO) run ./cmd/routing-eval -data ../shared/data
+
 .PHONY: fmt
 fmt: ## Format the code.
 	gofmt -w $$(git ls-files '*.go')

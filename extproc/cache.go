@@ -31,9 +31,10 @@ type cacheState struct {
 	namespace string // value of the policy's scope header
 
 	// Set by prepareCache for a cacheable request.
-	key cache.Key
-	ttl time.Duration // how long to store the answer; 0: do not store
-	cc  cache.Control
+	key   cache.Key
+	scope string        // the key's scope, which the semantic partition shares
+	ttl   time.Duration // how long to store the answer; 0: do not store
+	cc    cache.Control
 
 	// flight is set while this request leads the upstream call for identical requests; it
 	// must end with Complete or Abandon.
@@ -87,6 +88,10 @@ func (st *stream) lookupCache(ctx context.Context,
 			return resp
 		}
 	}
+	// After an exact miss, a paraphrase of a stored question (semantic.go).
+	if resp := st.lookupSemantic(ctx); resp != nil {
+		return resp
+	}
 	if c.ttl <= 0 || c.cc.HasMaxAge {
 		// A request whose answer is not stored cannot lead a flight: the others would wait
 		// for nothing. One with a max-age could be handed an answer older than it accepts.
@@ -102,9 +107,9 @@ func (st *stream) prepareCache(body []byte) bool {
 		return false
 	}
 	model := st.model.Name
-	// TODO: pass the authenticated user once identity runs in the request path; until then
-	// a model whose cache scope is "user" is never cached.
-	scope, ok := s.cachePolicy.Scope(model, "", st.cache.namespace)
+	// The user is empty without a ledger; a model whose cache scope is "user" is then never
+	// cached.
+	scope, ok := s.cachePolicy.Scope(model, st.acct.principal.UserID, st.cache.namespace)
 	if !ok {
 		st.log.Debug("not cached: the cache scope needs a user or namespace", "model", model)
 		return false
@@ -115,7 +120,7 @@ func (st *stream) prepareCache(body []byte) bool {
 		return false
 	}
 	c := &st.cache
-	c.key = key
+	c.key, c.scope = key, scope
 	c.cc = cache.ParseCacheControl(c.control)
 	c.ttl = c.cc.TTL(s.cachePolicy.TTL(model))
 	return true
@@ -280,6 +285,7 @@ func (st *stream) storeAnswer(ctx context.Context, body []byte) {
 		return
 	}
 	st.log.Debug("answer stored", "ttl", c.ttl)
+	st.storeSemantic(ctx)
 }
 
 // answerEntry builds the entry of the answer, or returns why it cannot be stored.

@@ -26,6 +26,8 @@ import (
 
 	"github.com/phochat/phogate/cache"
 	"github.com/phochat/phogate/internal/config"
+	"github.com/phochat/phogate/ledger"
+	"github.com/phochat/phogate/routing"
 )
 
 // Options configures a [Server].
@@ -47,6 +49,16 @@ type Options struct {
 	// the policy of Config.Cache, and stores complete answers in it. nil turns caching off.
 	// The server does not close it.
 	Cache *cache.Cache
+	// Semantic, when its Index is set, answers paraphrased chat requests after an exact
+	// miss (semantic.go). It needs Cache.
+	Semantic SemanticOptions
+	// Ledger, when set, identifies callers (401 otherwise), applies rate limits and budgets,
+	// and records one usage row per admitted request (ledger.go). The server does not close
+	// it.
+	Ledger *ledger.Ledger
+	// Router, when set, chooses the model for the auto model and applies each tier's model
+	// policy (route.go).
+	Router *routing.Router
 }
 
 // Server is the ext_proc server. It is safe for concurrent use; each stream is handled on
@@ -68,6 +80,10 @@ type Server struct {
 	// maxMessageTimeout is the filter's max_message_timeout, the longest reply time the
 	// server may ask for; 0 when it may not.
 	maxMessageTimeout time.Duration
+	// semantic is the semantic cache (semantic.go); its Index is nil when it is off.
+	semantic SemanticOptions
+	// acct is identity, budgets, rate limits and routing (ledger.go, route.go).
+	acct accounting
 }
 
 var _ v3procservicegrpc.ExternalProcessorServer = (*Server)(nil)
@@ -102,8 +118,14 @@ func New(opts Options) (*Server, error) {
 		cachePolicy:       cache.PolicyFromConfig(opts.Config),
 		maxMessageTimeout: opts.Config.MaxMessageTimeout(),
 	}
+	if opts.Cache != nil {
+		s.semantic = opts.Semantic
+	}
 	if s.picker == nil {
 		s.picker = firstProvider{cfg: opts.Config}
+	}
+	if err := s.acct.init(opts, reg); err != nil {
+		return nil, err
 	}
 	s.modelsBody, err = modelList(opts.Config, s.now())
 	if err != nil {

@@ -92,6 +92,10 @@ type stream struct {
 
 	// cache is the exact cache's state for this request (cache.go).
 	cache cacheState
+	// sem is the semantic cache's state for this request (semantic.go).
+	sem semanticState
+	// acct is the ledger's and router's state for this request (ledger.go, route.go).
+	acct accountState
 	// send sends a reply ahead of the one handle returns (an override_message_timeout);
 	// nil when the stream is driven without a gRPC stream.
 	send func(*v3procservicepb.ProcessingResponse) error
@@ -107,7 +111,7 @@ func (st *stream) handle(ctx context.Context,
 	req *v3procservicepb.ProcessingRequest) (*v3procservicepb.ProcessingResponse, error) {
 	switch r := req.GetRequest().(type) {
 	case *v3procservicepb.ProcessingRequest_RequestHeaders:
-		return st.onRequestHeaders(r.RequestHeaders), nil
+		return st.onRequestHeaders(ctx, r.RequestHeaders), nil
 	case *v3procservicepb.ProcessingRequest_RequestBody:
 		return st.onRequestBody(ctx, r.RequestBody), nil
 	case *v3procservicepb.ProcessingRequest_ResponseHeaders:
@@ -130,7 +134,8 @@ func (st *stream) outOfOrder(what string) {
 }
 
 // Phase 1: request headers. Decide the route; answer /v1/models and errors directly.
-func (st *stream) onRequestHeaders(h *v3procservicepb.HttpHeaders) *v3procservicepb.ProcessingResponse {
+func (st *stream) onRequestHeaders(ctx context.Context,
+	h *v3procservicepb.HttpHeaders) *v3procservicepb.ProcessingResponse {
 	if st.route != routeNone {
 		st.outOfOrder("request_headers")
 		return continueRequestHeaders(nil)
@@ -141,6 +146,9 @@ func (st *stream) onRequestHeaders(h *v3procservicepb.HttpHeaders) *v3procservic
 	switch path {
 	case "/v1/models":
 		st.route = routeModels
+		if resp := st.identify(ctx, h); resp != nil {
+			return resp
+		}
 		if st.method != "GET" {
 			return st.fail(methodNotAllowed(st.method, path))
 		}
@@ -152,6 +160,13 @@ func (st *stream) onRequestHeaders(h *v3procservicepb.HttpHeaders) *v3procservic
 	default:
 		st.route = routeOther
 		return st.passthrough()
+	}
+	// Identify the caller (ledger.go) and read the routing hint (route.go).
+	if resp := st.identify(ctx, h); resp != nil {
+		return resp
+	}
+	if resp := st.readPrefer(h); resp != nil {
+		return resp
 	}
 
 	if st.method != "POST" {
@@ -238,13 +253,16 @@ func (st *stream) onRequestBody(ctx context.Context,
 	if herr != nil {
 		return st.fail(herr)
 	}
-	if herr := st.resolveModel(name); herr != nil {
+	if herr := st.resolveRequested(name); herr != nil {
 		return st.fail(herr)
 	}
 
-	// Step 2: identity, budget reservation and model routing belong here. A step that
-	// chooses another model sets st.model, the served model, before the cache step, since
-	// the cache key depends on it.
+	// Step 2: route the model and admit the request: rate limits, then the budget
+	// reservation (route.go, ledger.go). They set st.model, the served model, before the
+	// cache step, since the cache key depends on it.
+	if resp := st.routeAndAdmit(ctx); resp != nil {
+		return resp
+	}
 
 	// Step 3: answer from the exact cache, or from an identical request in flight.
 	if resp := st.lookupCache(ctx, body); resp != nil {
@@ -348,7 +366,8 @@ func (st *stream) endpoint() string {
 func (st *stream) rewriteBody(body []byte) ([]byte, error) {
 	var out []byte
 	var err error
-	if st.upstreamModel != st.model.Name {
+	// The body names the requested model, which routing may have replaced.
+	if st.upstreamModel != st.acct.requested {
 		if out, err = openai.SetModel(body, st.upstreamModel); err != nil {
 			return nil, err
 		}
@@ -499,6 +518,7 @@ func (st *stream) onResponseBody(ctx context.Context,
 	default:
 		if st.status >= 200 && st.status < 300 {
 			st.usage, st.hasUsage = openai.UsageFromJSON(body)
+			st.noteAnswer(body, false)
 		}
 	}
 	// A BUFFERED body is whole in its one message, even when trailers follow (eos false).
@@ -518,6 +538,7 @@ func (st *stream) onEvent(e openai.Event) {
 	if string(e.Data) == string(doneData) {
 		return
 	}
+	st.noteAnswer(e.Data, true)
 	if u, ok := openai.UsageFromChunk(e.Data); ok {
 		st.usage, st.hasUsage = u, true
 	}
@@ -573,6 +594,7 @@ func (st *stream) finish() {
 	elapsed := st.s.now().Sub(st.start)
 	m.requests.WithLabelValues(st.route, model, code).Inc()
 	m.requestDuration.WithLabelValues(st.route, model).Observe(elapsed.Seconds())
+	st.settle(elapsed) // the reservation and the usage row (ledger.go)
 	if st.hasUsage {
 		m.tokens.WithLabelValues(model, "input").Add(float64(st.usage.PromptTokens))
 		m.tokens.WithLabelValues(model, "output").Add(float64(st.usage.CompletionTokens))

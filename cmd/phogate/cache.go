@@ -11,12 +11,12 @@ import (
 	"github.com/phochat/phogate/internal/config"
 )
 
-// newCache builds the exact response cache of cfg: memory always, and Redis as the second
-// layer when redis.url is set. It returns nil when the cache is off. The returned function
-// stops the cache and closes its Redis client; call it after the servers have stopped.
-// The cache's metrics are registered on reg here, once.
-func newCache(cfg *config.Config, logger *slog.Logger,
-	reg prometheus.Registerer) (*cache.Cache, func(), error) {
+// newCache builds the exact response cache of cfg: memory always, and rdb (from newRedis;
+// nil when redis.url is unset) as the second layer. It returns nil when the cache is off.
+// The returned function stops the cache; call it after the servers have stopped and before
+// rdb is closed. The cache's metrics are registered on reg here, once.
+func newCache(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer,
+	rdb *redis.Client) (*cache.Cache, func(), error) {
 	// The cache adds its own component attribute to opts.Logger.
 	clog := logger.With("component", "cache")
 	if !cfg.Cache.IsEnabled() {
@@ -27,10 +27,6 @@ func newCache(cfg *config.Config, logger *slog.Logger,
 	opts.Logger = logger
 	opts.Metrics = cache.NewMetrics(reg, modelNames(cfg)...)
 
-	rdb, err := newRedis(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
 	if rdb != nil {
 		opts.Redis = rdb
 		clog.Info("cache: in-process and redis", "redis", rdb.Options().Addr,
@@ -40,18 +36,9 @@ func newCache(cfg *config.Config, logger *slog.Logger,
 	}
 	c, err := cache.New(opts)
 	if err != nil {
-		if rdb != nil {
-			rdb.Close()
-		}
 		return nil, nil, fmt.Errorf("creating cache: %w", err)
 	}
-	closeAll := func() {
-		c.Close()
-		if rdb != nil {
-			rdb.Close()
-		}
-	}
-	return c, closeAll, nil
+	return c, c.Close, nil
 }
 
 // newRedis returns a client for redis.url, or nil when none is set. Every call is bounded by

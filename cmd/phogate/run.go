@@ -19,6 +19,7 @@ import (
 	"github.com/phochat/phogate/cache"
 	"github.com/phochat/phogate/extproc"
 	"github.com/phochat/phogate/internal/config"
+	"github.com/phochat/phogate/routing"
 	"github.com/phochat/phogate/xds"
 )
 
@@ -42,17 +43,40 @@ func run(ctx context.Context, path string, logger *slog.Logger) error {
 	}
 	// Latency-weighted balancing (balancing.go): observations from ext_proc feed the
 	// endpoint statistics, which drive the provider picker and the published weights.
-	bal, err := newBalancing(cfg, logger, reg, xdsSrv, nil)
+	// The model router reads the same latency statistics (ledger.go).
+	latency := routing.NewLatencyStats(cfg.Balancing.HalfLife.Duration, nil)
+	bal, err := newBalancing(cfg, logger, reg, xdsSrv, latency)
 	if err != nil {
 		return err
 	}
+	// One Redis client (redis.url) shared by the caches, closed after them.
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return err
+	}
+	if rdb != nil {
+		defer rdb.Close()
+	}
 	// The exact response cache (cache.go), closed once the servers have stopped.
-	respCache, closeCache, err := newCache(cfg, logger, reg)
+	respCache, closeCache, err := newCache(cfg, logger, reg, rdb)
 	if err != nil {
 		return err
 	}
 	defer closeCache()
-	extGRPC, err := newExtProc(cfg, logger, reg, bal, respCache)
+	// The semantic cache after it (semantic.go), closed first.
+	sem, closeSemantic, err := newSemantic(ctx, cfg, logger, reg, rdb)
+	if err != nil {
+		return err
+	}
+	defer closeSemantic()
+	// The ledger and the model router (ledger.go); the ledger is flushed once the servers
+	// have stopped, before the Redis client closes.
+	acct, closeLedger, err := newAccounting(ctx, cfg, logger, reg, rdb, latency)
+	if err != nil {
+		return err
+	}
+	defer closeLedger()
+	extGRPC, err := newExtProc(cfg, logger, reg, bal, respCache, sem, acct)
 	if err != nil {
 		return err
 	}
@@ -108,9 +132,11 @@ func newXDS(ctx context.Context, cfg *config.Config, logger *slog.Logger,
 }
 
 func newExtProc(cfg *config.Config, logger *slog.Logger,
-	reg prometheus.Registerer, bal *balancing, respCache *cache.Cache) (*grpc.Server, error) {
+	reg prometheus.Registerer, bal *balancing, respCache *cache.Cache,
+	sem extproc.SemanticOptions, acct *accounting) (*grpc.Server, error) {
 	ep, err := extproc.New(extproc.Options{Config: cfg, Logger: logger, Registerer: reg,
-		Picker: bal.picker, Observer: bal.observer, Cache: respCache})
+		Picker: bal.picker, Observer: bal.observer, Cache: respCache, Semantic: sem,
+		Ledger: acct.ledger, Router: acct.router})
 	if err != nil {
 		return nil, fmt.Errorf("ext_proc server: %w", err)
 	}

@@ -84,7 +84,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("semantic-eval", flag.ContinueOnError)
 	o := &options{}
 	fs.StringVar(&o.data, "data", "", "directory holding the pair files (required)")
-	ths := fs.String("thresholds", "0.80,0.85,0.88,0.90,0.92,0.94,0.95,0.96,0.97,0.98",
+	ths := fs.String("thresholds", "0.80,0.85,0.88,0.90,0.92,0.94,0.95,0.96,0.97,0.98,0.99,0.995",
 		"comma-separated similarity thresholds")
 	fs.IntVar(&o.dim, "dim", 0, "dimension of the built-in embedder (0 = default)")
 	fs.IntVar(&o.limit, "limit", 0, "read at most this many pairs per file (0 = all)")

@@ -30,6 +30,8 @@ type Cache struct {
 	// CompressAbove compresses stored answers whose JSON is larger than this, in bytes.
 	// Default 1024.
 	CompressAbove int `yaml:"compress_above"`
+	// Semantic configures the semantic cache, which runs after an exact miss.
+	Semantic CacheSemantic `yaml:"semantic"`
 }
 
 // CacheTTL is how long answers are stored. A model's entry in Models wins over its tier's.
@@ -135,6 +137,7 @@ func (x *Cache) applyDefaults(c *Config) {
 	setDefault(&x.Scope.Header, DefaultCacheScopeHeader)
 	x.Scope.Header = strings.ToLower(x.Scope.Header)
 	setDefault(&x.Collapse.Wait.Duration, DefaultCacheCollapseWait)
+	x.Semantic.applyDefaults(x)
 }
 
 func (x *Cache) validate(v *validator, c *Config) {
@@ -170,6 +173,7 @@ func (x *Cache) validate(v *validator, c *Config) {
 	if w := x.Collapse.Wait.Duration; w < 10*time.Millisecond || w > 5*time.Minute {
 		v.errorf("cache.collapse.wait", "must be between 10ms and 5m")
 	}
+	x.Semantic.validate(v, c)
 }
 
 func (x *Cache) validateScope(v *validator, c *Config) {

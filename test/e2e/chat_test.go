@@ -41,7 +41,7 @@ models:
 }
 
 func newClient(s *stack) openai.Client {
-	return openai.NewClient(option.WithBaseURL(s.BaseURL), option.WithAPIKey("sk-client"),
+	return openai.NewClient(option.WithBaseURL(s.BaseURL), option.WithAPIKey(testAPIKey),
 		option.WithMaxRetries(0))
 }
 
@@ -270,6 +270,7 @@ func post(t *testing.T, url, body string) (int, string) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("content-type", "application/json")
+	req.Header.Set("authorization", "Bearer "+testAPIKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
@@ -325,6 +326,7 @@ func get(t *testing.T, url string) (int, string) {
 	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("authorization", "Bearer "+testAPIKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)

@@ -121,7 +121,8 @@ gateway:
 ext_proc:
   failure_mode: %s
   message_timeout: 2s
-%s`, ports[0], ports[1], ports[2], ports[3], opts.FailureMode, opts.Config)
+%s%s`, ports[0], ports[1], ports[2], ports[3], opts.FailureMode, opts.Config,
+		defaultLedger(t, opts.Config))
 	path := filepath.Join(t.TempDir(), "phogate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -136,6 +137,25 @@ ext_proc:
 	waitHTTP(t, s.AdminURL+"/healthz")
 	s.startProxy(t, fmt.Sprintf("127.0.0.1:%d", ports[2]))
 	return s
+}
+
+// testAPIKey is the key the end-to-end clients send. Unless a test configures its own ledger
+// section, the generated configuration gives it to an unlimited user.
+const testAPIKey = "sk-client"
+
+// defaultLedger is the ledger section added to a configuration without one: the key
+// testAPIKey on an unlimited tier, and an embedded store in a temporary folder.
+func defaultLedger(t *testing.T, config string) string {
+	t.Helper()
+	if strings.HasPrefix(config, "ledger:") || strings.Contains(config, "\nledger:") {
+		return ""
+	}
+	return fmt.Sprintf(`
+ledger:
+  data_dir: %s
+  tiers: [{name: unlimited}]
+  api_keys: [{key: %s, user: e2e}]
+`, t.TempDir(), testAPIKey)
 }
 
 func startGateway(t *testing.T, path string, s *stack, env []string) {
@@ -168,7 +188,7 @@ func (s *stack) startProxy(t *testing.T, xdsAddr string) {
 	t.Helper()
 	if path, err := exec.LookPath("envoy"); err == nil {
 		startEnvoy(t, path, xdsAddr)
-		waitHTTP(t, strings.TrimSuffix(s.BaseURL, "/v1")+"/v1/models")
+		waitHTTPAuth(t, strings.TrimSuffix(s.BaseURL, "/v1")+"/v1/models")
 		return
 	}
 	p, err := standin.Start(t.Context(), standin.Options{
