@@ -55,6 +55,11 @@ lint: ## Run go vet, staticcheck and the house grep checks.
 	@! git grep -nE 'interface\{\}' -- '*.go' || (echo 'use any instead of interface{}'; exit 1)
 	@! git grep -nE 'time\.After\(' -- '*.go' ':!*_test.go' || (echo 'no time.After outside tests'; exit 1)
 	@! git grep -nE '(TODO|FIXME|XXX)\s*$$|FIXME|XXX' -- '*.go' || (echo 'write TODO: what and why'; exit 1)
+	@! git grep -nE 'TODO' -- '*.go' | grep -vE 'TODO: [^ ]|context\.TODO\(\)' \
+		|| (echo 'write TODO: what and why'; exit 1)
+	@! git grep -nE '^\s*(import\s+)?([A-Za-z0-9_.]+\s+)?"github.com/envoyproxy/go-control-plane/envoy/' -- '*.go' \
+		| grep -vE ':\s*(import\s+)?(_|v3[a-z0-9]+(pb|grpc))\s+"' \
+		|| (echo 'alias Envoy protos as v3<name>pb or v3<name>grpc'; exit 1)
 
 .PHONY: check
 check: lint ## Format diff, lint and a go mod tidy diff.

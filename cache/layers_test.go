@@ -14,7 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/phochat/phogate/test/testenv"
 )
 
 // defaultTestTimeout bounds every test's context.
@@ -73,7 +76,7 @@ func testEntry(t testing.TB) *Entry {
 
 func TestL2RoundTripFillsL1(t *testing.T) {
 	ctx := testContext(t)
-	rdb := testRedis(t)
+	rdb := testenv.Redis(t)
 	prefix := uniquePrefix()
 	a := newTestCache(t, Options{Redis: rdb, KeyPrefix: prefix})
 	b := newTestCache(t, Options{Redis: rdb, KeyPrefix: prefix})
@@ -108,7 +111,7 @@ func TestL2RoundTripFillsL1(t *testing.T) {
 
 func TestL2ExpiresWithTTL(t *testing.T) {
 	ctx := testContext(t)
-	rdb := testRedis(t)
+	rdb := testenv.Redis(t)
 	prefix := uniquePrefix()
 	a := newTestCache(t, Options{Redis: rdb, KeyPrefix: prefix})
 	b := newTestCache(t, Options{Redis: rdb, KeyPrefix: prefix})
@@ -207,7 +210,7 @@ func TestL1BoundedByBytes(t *testing.T) {
 
 func TestUnknownValueVersionIsMiss(t *testing.T) {
 	ctx := testContext(t)
-	rdb := testRedis(t)
+	rdb := testenv.Redis(t)
 	c := newTestCache(t, Options{Redis: rdb, KeyPrefix: uniquePrefix()})
 	key := testKey(t, "future format")
 	if err := rdb.Set(ctx, c.redisKey(key), "\x07garbage from a newer gateway", time.Minute).
@@ -253,7 +256,14 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 
 func TestRedisOutageDegradesToL1(t *testing.T) {
 	ctx := testContext(t)
-	srv, rdb := startRedis(t)
+	url, stopRedis, restartRedis := testenv.StartRedis(t)
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("ParseURL(%q) = %v", url, err)
+	}
+	opt.MaxRetries = -1
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
 	logs := &countingHandler{}
 	c := newTestCache(t, Options{
 		Redis:         rdb,
@@ -266,7 +276,7 @@ func TestRedisOutageDegradesToL1(t *testing.T) {
 		t.Fatalf("Store = %v", err)
 	}
 
-	srv.stop()
+	stopRedis()
 	during := testKey(t, "during the outage")
 	for range 5 {
 		if err := c.Store(ctx, during, testEntry(t), time.Minute); err != nil {
@@ -289,7 +299,7 @@ func TestRedisOutageDegradesToL1(t *testing.T) {
 		t.Errorf("warnings during the outage = %d, want 1", got)
 	}
 
-	srv.start()
+	restartRedis()
 	waitFor(ctx, t, "redis to be used again", c.RedisUp)
 	after := testKey(t, "after the outage")
 	if err := c.Store(ctx, after, testEntry(t), time.Minute); err != nil {
@@ -308,7 +318,7 @@ func TestRedisOutageDegradesToL1(t *testing.T) {
 
 func TestCollapseAcrossReplicas(t *testing.T) {
 	ctx := testContext(t)
-	rdb := testRedis(t)
+	rdb := testenv.Redis(t)
 	prefix := uniquePrefix()
 	opts := Options{Redis: rdb, KeyPrefix: prefix, Collapse: true, CollapseWait: 20 * time.Second}
 	replicas := []*Cache{newTestCache(t, opts), newTestCache(t, opts)}
@@ -368,7 +378,7 @@ func TestCollapseAcrossReplicas(t *testing.T) {
 
 func TestCollapseAbandon(t *testing.T) {
 	ctx := testContext(t)
-	rdb := testRedis(t)
+	rdb := testenv.Redis(t)
 	opts := Options{Redis: rdb, KeyPrefix: uniquePrefix(), Collapse: true}
 	a, b := newTestCache(t, opts), newTestCache(t, opts)
 	key := testKey(t, "abandoned")
@@ -471,7 +481,7 @@ func BenchmarkLookupL1(b *testing.B) {
 
 func BenchmarkLookupL2(b *testing.B) {
 	ctx := testContext(b)
-	rdb := testRedis(b)
+	rdb := testenv.Redis(b)
 	c := newTestCache(b, Options{Redis: rdb, KeyPrefix: uniquePrefix()})
 	key := testKey(b, "bench")
 	if err := c.Store(ctx, key, testEntry(b), time.Hour); err != nil {

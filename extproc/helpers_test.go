@@ -11,7 +11,6 @@ import (
 	"time"
 
 	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	v3procservicegrpc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	v3procservicepb "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -99,7 +98,7 @@ type testEnv struct {
 	g      *grpc.Server
 	reg    *prometheus.Registry
 	logs   *syncBuffer
-	client v3procservicegrpc.ExternalProcessorClient
+	client v3procservicepb.ExternalProcessorClient
 }
 
 func newTestEnv(t testing.TB) *testEnv {
@@ -147,14 +146,14 @@ func newTestEnvOpts(t testing.TB, level slog.Level, opts Options) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &testEnv{srv: srv, g: g, reg: reg, logs: logs, client: v3procservicegrpc.NewExternalProcessorClient(conn)}
+	return &testEnv{srv: srv, g: g, reg: reg, logs: logs, client: v3procservicepb.NewExternalProcessorClient(conn)}
 }
 
 // envoyStream plays Envoy's side of one ext_proc stream: it sends one message at a time and
 // waits for its reply, as Envoy does in BUFFERED mode.
 type envoyStream struct {
 	t      testing.TB
-	stream v3procservicegrpc.ExternalProcessor_ProcessClient
+	stream v3procservicepb.ExternalProcessor_ProcessClient
 	cancel context.CancelFunc
 }
 

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"time"
 
-	v3procservicegrpc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	v3procservicepb "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -64,7 +63,7 @@ type Options struct {
 // Server is the ext_proc server. It is safe for concurrent use; each stream is handled on
 // its own goroutine by gRPC.
 type Server struct {
-	v3procservicegrpc.UnimplementedExternalProcessorServer
+	v3procservicepb.UnimplementedExternalProcessorServer
 
 	cfg        *config.Config
 	log        *slog.Logger
@@ -86,7 +85,7 @@ type Server struct {
 	acct accounting
 }
 
-var _ v3procservicegrpc.ExternalProcessorServer = (*Server)(nil)
+var _ v3procservicepb.ExternalProcessorServer = (*Server)(nil)
 
 // New returns a server for opts. It fails when the config is missing or the metrics cannot be
 // registered.
@@ -136,7 +135,7 @@ func New(opts Options) (*Server, error) {
 
 // Register registers the server's ExternalProcessor service on g.
 func (s *Server) Register(g *grpc.Server) {
-	v3procservicegrpc.RegisterExternalProcessorServer(g, s)
+	v3procservicepb.RegisterExternalProcessorServer(g, s)
 }
 
 // msgOverhead is room for headers, attributes and framing above the largest body in one
@@ -167,7 +166,7 @@ func GRPCServerOptions(cfg *config.Config) []grpc.ServerOption {
 // Process handles one ext_proc stream, that is one HTTP request. It returns when Envoy closes
 // the stream, when the stream's context is cancelled (both are a normal end), after an
 // immediate response, or with a gRPC status on a stream error.
-func (s *Server) Process(ps v3procservicegrpc.ExternalProcessor_ProcessServer) error {
+func (s *Server) Process(ps v3procservicepb.ExternalProcessor_ProcessServer) error {
 	s.metrics.streamsActive.Inc()
 	defer s.metrics.streamsActive.Dec()
 	st := s.newStream()

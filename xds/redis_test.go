@@ -4,36 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/phochat/phogate/routing"
+	"github.com/phochat/phogate/test/testenv"
 )
-
-// testRedis connects to REDIS_URL, or the local Redis when unset, and fails the test when
-// Redis is not there.
-func testRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:6379/0"
-	}
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("parsing REDIS_URL: %v", err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s: %v (set REDIS_URL to a running Redis)", url, err)
-	}
-	return rdb
-}
 
 // testKey returns a key of the test's own and deletes it at the end.
 func testKey(t *testing.T, rdb *redis.Client, prefix string) string {
@@ -49,7 +27,7 @@ func testKey(t *testing.T, rdb *redis.Client, prefix string) string {
 func TestRedisObservationsReachFollowers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
 	defer cancel()
-	rdb := testRedis(t)
+	rdb := testenv.Redis(t)
 	stream := testKey(t, rdb, ObservationStream)
 	pub := NewRedisObservations(rdb, time.Second, nil)
 	pub.stream = stream
@@ -97,7 +75,7 @@ func TestRedisObservationsReachFollowers(t *testing.T) {
 func TestRedisWeightStoreFirstCommitWins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
 	defer cancel()
-	rdb := testRedis(t)
+	rdb := testenv.Redis(t)
 	s := NewRedisWeightStore(rdb, time.Second)
 	s.key = testKey(t, rdb, WeightKey)
 

@@ -232,7 +232,8 @@ func (c *checker) checkHTTP2Cluster(name string) error {
 	if cl == nil {
 		return fmt.Errorf("envoy_grpc cluster %q does not exist", name)
 	}
-	if cl.GetHttp2ProtocolOptions() != nil { //nolint:staticcheck // legacy field still honoured
+	//lint:ignore SA1019 Envoy still honours the legacy http2_protocol_options field
+	if cl.GetHttp2ProtocolOptions() != nil {
 		return nil
 	}
 	opts := &v3httppb.HttpProtocolOptions{}

@@ -2,46 +2,16 @@ package semantic
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/phochat/phogate/test/testenv"
 )
 
-// testRedis connects to the Redis named by REDIS_URL (default redis://127.0.0.1:6379/0) and
-// returns a client and a key prefix unique to the test, whose keys are deleted afterwards.
-// It fails the test when Redis is unreachable.
-//
-// TODO: switch to the shared test/testenv helper once it exists, so every package finds
-// Redis the same way.
-func testRedis(t *testing.T) (*redis.Client, string) {
-	t.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:6379/0"
-	}
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("parsing REDIS_URL: %v", err)
-	}
-	rdb := redis.NewClient(opts)
-	ctx := testContext(t)
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s unreachable (set REDIS_URL): %v", url, err)
-	}
-	prefix := "phogate-test:" + t.Name() + ":" + newID() + ":"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
-		defer cancel()
-		keys, _ := rdb.Keys(ctx, prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-		rdb.Close()
-	})
-	return rdb, prefix
-}
+// testPrefix starts the keys of the tests' indexes; each test has a Redis DB of its own.
+const testPrefix = "phogate-test:"
 
 // waitHit polls ix until text hits in partition or ctx ends; replication is asynchronous.
 func waitHit(ctx context.Context, t *testing.T, ix *Index, partition, text string) Match {
@@ -61,7 +31,7 @@ func waitHit(ctx context.Context, t *testing.T, ix *Index, partition, text strin
 }
 
 func TestRedisSharing(t *testing.T) {
-	rdb, prefix := testRedis(t)
+	rdb, prefix := testenv.Redis(t), testPrefix
 	ctx := testContext(t)
 	a := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix})
 	b := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix})
@@ -100,7 +70,7 @@ func TestRedisSharing(t *testing.T) {
 }
 
 func TestRedisSkipsExpiredAndMalformed(t *testing.T) {
-	rdb, prefix := testRedis(t)
+	rdb, prefix := testenv.Redis(t), testPrefix
 	ctx := testContext(t)
 	clock := &fakeClock{now: time.Now()}
 	a := newTestIndex(t, Config{Redis: rdb, KeyPrefix: prefix, TTL: time.Minute, Now: clock.Now})

@@ -275,15 +275,7 @@ func (x *Ledger) validateTiers(v *validator, c *Config) map[string]bool {
 	names := map[string]bool{}
 	for i, t := range x.Tiers {
 		path := fmt.Sprintf("ledger.tiers[%d]", i)
-		switch {
-		case t.Name == "":
-			v.errorf(path+".name", "required")
-		case !namePattern.MatchString(t.Name):
-			v.errorf(path+".name", "%q may hold only letters, digits, '.', '-' and '_'", t.Name)
-		case names[t.Name]:
-			v.errorf(path+".name", "tier %q is defined twice", t.Name)
-		}
-		names[t.Name] = true
+		v.checkName(path+".name", "tier", t.Name, names)
 		if t.MonthlyBudgetVND < 0 || t.MonthlyBudgetVND > maxLedgerMonthlyBudgetVND {
 			v.errorf(path+".monthly_budget_vnd", "must be between 0 and %d",
 				int64(maxLedgerMonthlyBudgetVND))

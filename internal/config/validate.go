@@ -44,6 +44,20 @@ func (v *validator) line(path string) int {
 	return 0
 }
 
+// checkName checks the name of a kind of item at path: present, made of name characters
+// and not in seen, to which it is then added.
+func (v *validator) checkName(path, kind, name string, seen map[string]bool) {
+	switch {
+	case name == "":
+		v.errorf(path, "required")
+	case !namePattern.MatchString(name):
+		v.errorf(path, "%q may hold only letters, digits, '.', '-' and '_'", name)
+	case seen[name]:
+		v.errorf(path, "%s %q is defined twice", kind, name)
+	}
+	seen[name] = true
+}
+
 func (v *validator) err() error {
 	if len(v.errs) == 0 {
 		return nil
@@ -273,15 +287,7 @@ func (c *Config) validateProviders(v *validator, models map[string]*Model) {
 	for i := range c.Providers {
 		p := &c.Providers[i]
 		path := fmt.Sprintf("providers[%d]", i)
-		switch {
-		case p.Name == "":
-			v.errorf(path+".name", "required")
-		case !namePattern.MatchString(p.Name):
-			v.errorf(path+".name", "%q may hold only letters, digits, '.', '-' and '_'", p.Name)
-		case seen[p.Name]:
-			v.errorf(path+".name", "provider %q is defined twice", p.Name)
-		}
-		seen[p.Name] = true
+		v.checkName(path+".name", "provider", p.Name, seen)
 		p.validateURL(v, path)
 		for j, e := range p.Endpoints {
 			ep := fmt.Sprintf("%s.endpoints[%d]", path, j)

@@ -44,35 +44,27 @@ func (r *ChatRequest) LogValue() slog.Value {
 // Fields the gateway reads must appear at most once at the top level: a duplicate "model"
 // could otherwise route and bill one model while the provider serves another.
 func ParseChatRequest(b []byte) (*ChatRequest, error) {
-	root, err := parseObject(b)
-	if err != nil {
-		return nil, err
-	}
 	r := &ChatRequest{Raw: b, N: 1}
 	var seen seenFields
 	var msgs gjson.Result
-	var ferr error
-	root.ForEach(func(k, v gjson.Result) bool {
-		if ferr = plainKey(k); ferr != nil {
-			return false
-		}
-		switch k.Str {
+	err := eachField(b, func(k string, v gjson.Result) (err error) {
+		switch k {
 		case "model":
-			r.Model, ferr = stringField(&seen, k.Str, v)
+			r.Model, err = stringField(&seen, k, v)
 		case "stream":
-			r.Stream, ferr = boolField(&seen, k.Str, v)
+			r.Stream, err = boolField(&seen, k, v)
 		case "n":
-			r.N, ferr = nField(&seen, v)
+			r.N, err = nField(&seen, v)
 		case "stream_options":
-			r.IncludeUsage, ferr = streamOptions(&seen, v)
+			r.IncludeUsage, err = streamOptions(&seen, v)
 		case "messages":
-			ferr = seen.mark(k.Str)
+			err = seen.mark(k)
 			msgs = v
 		}
-		return ferr == nil
+		return err
 	})
-	if ferr != nil {
-		return nil, ferr
+	if err != nil {
+		return nil, err
 	}
 	if r.Model == "" {
 		return nil, invalid("model", "you must provide a model parameter")
@@ -106,29 +98,21 @@ func (r *EmbeddingsRequest) LogValue() slog.Value {
 // ParseEmbeddingsRequest reads and validates an embeddings request body, with the same error
 // rules as [ParseChatRequest].
 func ParseEmbeddingsRequest(b []byte) (*EmbeddingsRequest, error) {
-	root, err := parseObject(b)
-	if err != nil {
-		return nil, err
-	}
 	r := &EmbeddingsRequest{Raw: b}
 	var seen seenFields
 	var input gjson.Result
-	var ferr error
-	root.ForEach(func(k, v gjson.Result) bool {
-		if ferr = plainKey(k); ferr != nil {
-			return false
-		}
-		switch k.Str {
+	err := eachField(b, func(k string, v gjson.Result) (err error) {
+		switch k {
 		case "model":
-			r.Model, ferr = stringField(&seen, k.Str, v)
+			r.Model, err = stringField(&seen, k, v)
 		case "input":
-			ferr = seen.mark(k.Str)
+			err = seen.mark(k)
 			input = v
 		}
-		return ferr == nil
+		return err
 	})
-	if ferr != nil {
-		return nil, ferr
+	if err != nil {
+		return nil, err
 	}
 	if r.Model == "" {
 		return nil, invalid("model", "you must provide a model parameter")
@@ -160,6 +144,22 @@ func parseObject(b []byte) (gjson.Result, error) {
 		return gjson.Result{}, invalid("", "the request body must be a JSON object")
 	}
 	return root, nil
+}
+
+// eachField checks that b is one JSON object and calls f with each top-level key and value
+// in order, after [plainKey] accepts the key. It stops at the first error and returns it.
+func eachField(b []byte, f func(key string, v gjson.Result) error) error {
+	root, err := parseObject(b)
+	if err != nil {
+		return err
+	}
+	root.ForEach(func(k, v gjson.Result) bool {
+		if err = plainKey(k); err == nil {
+			err = f(k.Str, v)
+		}
+		return err == nil
+	})
+	return err
 }
 
 // plainKey rejects a top-level key written with escapes that spells a field the gateway

@@ -1,7 +1,6 @@
 package standin
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"strconv"
@@ -140,7 +139,7 @@ func filterHosts(hosts []*host, exclude map[string]bool) []*host {
 func newTransport(h2c bool) *http.Transport {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	t := &http.Transport{
-		DialContext:         func(ctx context.Context, n, a string) (net.Conn, error) { return d.DialContext(ctx, n, a) },
+		DialContext:         d.DialContext,
 		MaxIdleConnsPerHost: 16,
 		DisableCompression:  true,
 	}

@@ -384,7 +384,8 @@ func toProtoHeaders(h headerMap) *v3corepb.HeaderMap {
 // attribute evaluates a plain attribute path (§2.3). Anything else is absent, as a failed
 // CEL expression is in Envoy.
 //
-// TODO: general CEL expressions (request.headers['x'], arithmetic) are not evaluated.
+// TODO: general CEL expressions (request.headers['x'], arithmetic) are not evaluated, so
+// they reach the processor as absent attributes where Envoy would send their values.
 func (x *exchange) attribute(path string) (*structpb.Value, bool) {
 	str := func(s string, ok bool) (*structpb.Value, bool) { return structpb.NewStringValue(s), ok }
 	switch path {

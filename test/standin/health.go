@@ -270,7 +270,8 @@ func compileResetHeaders(p *retryPolicy, rb *v3routepb.RetryPolicy_RateLimitedRe
 		return
 	}
 	for _, h := range rb.GetResetHeaders() {
-		// TODO: UNIX_TIMESTAMP reset headers are not emulated; only SECONDS is read.
+		// TODO: UNIX_TIMESTAMP reset headers are not emulated; only SECONDS is read, so a
+		// retry after such a header waits the default back-off instead of the given time.
 		if h.GetFormat() == v3routepb.RetryPolicy_SECONDS {
 			p.resetHeaders = append(p.resetHeaders, h.GetName())
 		}

@@ -100,8 +100,10 @@ func (p *procFilter) applyMutation(h *headerMap, m *v3procservicepb.HeaderMutati
 		h.del(name)
 	}
 	for _, opt := range m.GetSetHeaders() {
+		//lint:ignore SA1019 Envoy's ext_proc filter still reads the legacy append field
+		appendValue := opt.GetAppend().GetValue()
 		if err := p.applySet(h, opt.GetHeader().GetKey(), opt.GetHeader().GetRawValue(),
-			opt.GetAppend().GetValue(), o); err != nil {
+			appendValue, o); err != nil {
 			return err
 		}
 	}

@@ -207,7 +207,10 @@ func (f *procFilter) encode(ctx context.Context, resp *response) (*response, boo
 // encodeHeaders sends response_headers and applies the reply.
 func (f *procFilter) encodeHeaders(ctx context.Context, resp *response) (*response, bool) {
 	req := &v3procservicepb.ProcessingRequest{Request: &v3procservicepb.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &v3procservicepb.HttpHeaders{Headers: toProtoHeaders(resp.headers), EndOfStream: resp.body == nil},
+		ResponseHeaders: &v3procservicepb.HttpHeaders{
+			Headers:     toProtoHeaders(resp.headers),
+			EndOfStream: resp.body == nil,
+		},
 	}}
 	r, lr := f.exchange(ctx, req, kindResponseHeaders, true)
 	switch {

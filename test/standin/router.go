@@ -89,12 +89,16 @@ func matchHeader(hm *v3routepb.HeaderMatcher, h headerMap) bool {
 	case *v3routepb.HeaderMatcher_PresentMatch:
 		return ok == s.PresentMatch
 	case *v3routepb.HeaderMatcher_ExactMatch:
+		//lint:ignore SA1019 Envoy still honours the legacy exact_match; so does the stand-in
 		return ok && v == s.ExactMatch
 	case *v3routepb.HeaderMatcher_PrefixMatch:
+		//lint:ignore SA1019 Envoy still honours the legacy prefix_match; so does the stand-in
 		return ok && strings.HasPrefix(v, s.PrefixMatch)
 	case *v3routepb.HeaderMatcher_SuffixMatch:
+		//lint:ignore SA1019 Envoy still honours the legacy suffix_match; so does the stand-in
 		return ok && strings.HasSuffix(v, s.SuffixMatch)
 	case *v3routepb.HeaderMatcher_ContainsMatch:
+		//lint:ignore SA1019 Envoy still honours the legacy contains_match; so does the stand-in
 		return ok && strings.Contains(v, s.ContainsMatch)
 	case *v3routepb.HeaderMatcher_StringMatch:
 		sm := s.StringMatch

@@ -78,7 +78,6 @@ type Proxy struct {
 	grpcConns map[string]*grpc.ClientConn
 	served    []Served
 	ready     chan struct{}
-	readyErr  error
 	closed    bool
 }
 

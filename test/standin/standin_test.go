@@ -23,10 +23,7 @@ import (
 
 type replies = []*v3procservicepb.ProcessingResponse
 
-var (
-	bodyBuffered = &v3extprocpb.ProcessingMode{RequestBodyMode: v3extprocpb.ProcessingMode_BUFFERED}
-	respStreamed = &v3extprocpb.ProcessingMode{ResponseBodyMode: v3extprocpb.ProcessingMode_STREAMED}
-)
+var bodyBuffered = &v3extprocpb.ProcessingMode{RequestBodyMode: v3extprocpb.ProcessingMode_BUFFERED}
 
 // §1.2: values travel only in raw_value, keys are lower-case, pseudo-headers included.
 func TestHeadersSentInRawValueOnly(t *testing.T) {
@@ -53,9 +50,9 @@ func TestHeadersSentInRawValueOnly(t *testing.T) {
 
 // §1.7: only raw_value is read, so a header set through `value` alone becomes empty.
 func TestValueOnlyHeaderBecomesEmpty(t *testing.T) {
-	fp := &fakeProc{handle: func(_ context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
+	fp := &fakeProc{handle: func(ctx context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
 		if req.GetRequestHeaders() == nil {
-			return continueAll(nil, req)
+			return continueAll(ctx, req)
 		}
 		return replies{continueFor(req, &v3procservicepb.CommonResponse{HeaderMutation: &v3procservicepb.HeaderMutation{
 			SetHeaders: []*v3corepb.HeaderValueOption{
@@ -77,9 +74,9 @@ func TestValueOnlyHeaderBecomesEmpty(t *testing.T) {
 // rerouteTopology routes x-backend: b to cluster b, everything else to a.
 func rerouteEnv(t *testing.T, withMutation bool) (*env, *upstream, *upstream) {
 	t.Helper()
-	fp := &fakeProc{handle: func(_ context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
+	fp := &fakeProc{handle: func(ctx context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
 		if req.GetRequestHeaders() == nil {
-			return continueAll(nil, req)
+			return continueAll(ctx, req)
 		}
 		cr := &v3procservicepb.CommonResponse{ClearRouteCache: true}
 		if withMutation {
@@ -90,6 +87,7 @@ func rerouteEnv(t *testing.T, withMutation bool) (*env, *upstream, *upstream) {
 	ua, ub := newUpstream(t, "a", nil), newUpstream(t, "b", nil)
 	toB := prefixRoute("/", "b")
 	toB.Match.Headers = []*v3routepb.HeaderMatcher{{Name: "x-backend",
+		//lint:ignore SA1019 the stand-in must honour the legacy exact_match Envoy still accepts
 		HeaderMatchSpecifier: &v3routepb.HeaderMatcher_ExactMatch{ExactMatch: "b"}}}
 	tp := &topology{
 		extProc:  procConfig(nil),
@@ -236,9 +234,9 @@ func TestImmediateResponse(t *testing.T) {
 
 // bodyReplacer answers request_body with a new body and an optional content-length update.
 func bodyReplacer(newBody string, setLength bool) func(context.Context, *v3procservicepb.ProcessingRequest) (replies, error) {
-	return func(_ context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
+	return func(ctx context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
 		if req.GetRequestBody() == nil {
-			return continueAll(nil, req)
+			return continueAll(ctx, req)
 		}
 		cr := &v3procservicepb.CommonResponse{BodyMutation: &v3procservicepb.BodyMutation{
 			Mutation: &v3procservicepb.BodyMutation_Body{Body: []byte(newBody)}}}
@@ -293,7 +291,7 @@ func TestBufferedOverLimit(t *testing.T) {
 // SSE events split across chunks reach the client intact.
 func TestStreamedSSE(t *testing.T) {
 	events := []string{"data: one\n\n", "data: tw", "o\n\ndata: three\n\n", "data: [DONE]\n\n"}
-	fp := &fakeProc{handle: func(_ context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
+	fp := &fakeProc{handle: func(ctx context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
 		if rh := req.GetResponseHeaders(); rh != nil {
 			r := continueFor(req, nil)
 			r.ModeOverride = &v3extprocpb.ProcessingMode{ResponseBodyMode: v3extprocpb.ProcessingMode_STREAMED}
@@ -303,7 +301,7 @@ func TestStreamedSSE(t *testing.T) {
 			return replies{continueFor(req, &v3procservicepb.CommonResponse{BodyMutation: &v3procservicepb.BodyMutation{
 				Mutation: &v3procservicepb.BodyMutation_Body{Body: []byte(strings.ToUpper(string(rb.GetBody())))}}})}, nil
 		}
-		return continueAll(nil, req)
+		return continueAll(ctx, req)
 	}}
 	ep := procConfig(nil)
 	ep.AllowModeOverride = true
