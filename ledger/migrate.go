@@ -45,3 +45,38 @@ func migrations(dialect string) ([]migration, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
 	return out, nil
 }
+
+// schemaTx is what applying migrations needs from a transaction; each store adapts its
+// driver's transaction and SQL dialect to it.
+type schemaTx struct {
+	exec     func(query string, args ...any) error
+	queryInt func(query string) (int, error)
+	// createTable creates ledger_schema_migrations in the store's dialect.
+	createTable string
+	// record inserts one applied version, with the dialect's placeholder.
+	record string
+}
+
+// applyMigrations applies, inside tx, every step newer than the recorded schema version and
+// records each one.
+func applyMigrations(tx schemaTx, steps []migration) error {
+	if err := tx.exec(tx.createTable); err != nil {
+		return fmt.Errorf("creating migrations table: %w", err)
+	}
+	current, err := tx.queryInt(`SELECT coalesce(max(version), 0) FROM ledger_schema_migrations`)
+	if err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	for _, m := range steps {
+		if m.version <= current {
+			continue
+		}
+		if err := tx.exec(m.sql); err != nil {
+			return fmt.Errorf("migration %d: %w", m.version, err)
+		}
+		if err := tx.exec(tx.record, m.version); err != nil {
+			return fmt.Errorf("recording migration %d: %w", m.version, err)
+		}
+	}
+	return nil
+}

@@ -87,31 +87,20 @@ func (p *Postgres) migrate(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockID); err != nil {
 			return fmt.Errorf("taking migration lock: %w", err)
 		}
-		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS ledger_schema_migrations (
-			version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
-		if err != nil {
-			return fmt.Errorf("creating migrations table: %w", err)
-		}
-		var current int
-		err = tx.QueryRow(ctx,
-			`SELECT coalesce(max(version), 0) FROM ledger_schema_migrations`).Scan(&current)
-		if err != nil {
-			return fmt.Errorf("reading schema version: %w", err)
-		}
-		for _, m := range steps {
-			if m.version <= current {
-				continue
-			}
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("migration %d: %w", m.version, err)
-			}
-			_, err := tx.Exec(ctx,
-				`INSERT INTO ledger_schema_migrations (version) VALUES ($1)`, m.version)
-			if err != nil {
-				return fmt.Errorf("recording migration %d: %w", m.version, err)
-			}
-		}
-		return nil
+		return applyMigrations(schemaTx{
+			exec: func(q string, args ...any) error {
+				_, err := tx.Exec(ctx, q, args...)
+				return err
+			},
+			queryInt: func(q string) (int, error) {
+				var n int
+				err := tx.QueryRow(ctx, q).Scan(&n)
+				return n, err
+			},
+			createTable: `CREATE TABLE IF NOT EXISTS ledger_schema_migrations (
+			version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+			record: `INSERT INTO ledger_schema_migrations (version) VALUES ($1)`,
+		}, steps)
 	})
 	if err != nil {
 		return fmt.Errorf("migrating ledger schema: %w", err)

@@ -57,31 +57,20 @@ func (s *SQLite) migrate(ctx context.Context) error {
 		return err
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS ledger_schema_migrations (
-			version integer PRIMARY KEY, applied_at integer NOT NULL DEFAULT (unixepoch()))`)
-		if err != nil {
-			return fmt.Errorf("creating migrations table: %w", err)
-		}
-		var current int
-		err = tx.QueryRowContext(ctx,
-			`SELECT coalesce(max(version), 0) FROM ledger_schema_migrations`).Scan(&current)
-		if err != nil {
-			return fmt.Errorf("reading schema version: %w", err)
-		}
-		for _, m := range steps {
-			if m.version <= current {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-				return fmt.Errorf("migration %d: %w", m.version, err)
-			}
-			_, err := tx.ExecContext(ctx,
-				`INSERT INTO ledger_schema_migrations (version) VALUES (?)`, m.version)
-			if err != nil {
-				return fmt.Errorf("recording migration %d: %w", m.version, err)
-			}
-		}
-		return nil
+		return applyMigrations(schemaTx{
+			exec: func(q string, args ...any) error {
+				_, err := tx.ExecContext(ctx, q, args...)
+				return err
+			},
+			queryInt: func(q string) (int, error) {
+				var n int
+				err := tx.QueryRowContext(ctx, q).Scan(&n)
+				return n, err
+			},
+			createTable: `CREATE TABLE IF NOT EXISTS ledger_schema_migrations (
+			version integer PRIMARY KEY, applied_at integer NOT NULL DEFAULT (unixepoch()))`,
+			record: `INSERT INTO ledger_schema_migrations (version) VALUES (?)`,
+		}, steps)
 	})
 	if err != nil {
 		return fmt.Errorf("migrating ledger schema: %w", err)

@@ -12,10 +12,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/phochat/phogate/internal/config"
 	"github.com/phochat/phogate/routing"
@@ -206,19 +202,7 @@ balancing: {enabled: true, half_life: 2s, max_step: 0.5}
 	}
 	step()
 
-	bootstrap := fmt.Appendf(nil, `{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}],
-		"server_features":["xds_v3"]}],"node":{"id":"grpc-balancer-test"}}`, addr)
-	res, err := grpcxds.NewXDSResolverWithConfigForTesting(bootstrap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///phogate-grpc",
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(res))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
+	client := grpcXDSClient(t, addr, "grpc-balancer-test")
 
 	// follow steps the balancer with fresh observations until the client sends most calls
 	// to want; it waits for that event, bounded by the test's deadline.

@@ -83,19 +83,7 @@ models:
 	}
 	publish(80, 20)
 
-	bootstrap := fmt.Appendf(nil, `{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}],
-		"server_features":["xds_v3"]}],"node":{"id":"grpc-test-client"}}`, addr)
-	res, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///phogate-grpc",
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(res))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
+	client := grpcXDSClient(t, addr, "grpc-test-client")
 
 	// With 1000 calls a share of 0.8 has a standard deviation of about 1.3 points, so
 	// ±8 points is more than five of them.
@@ -117,4 +105,23 @@ models:
 	if got[b] < 800-tolerance || got[b] > 800+tolerance || got[a]+got[b] != n {
 		t.Errorf("split at 20/80 = %v, want about 200 to %s and 800 to %s", got, a, b)
 	}
+}
+
+// grpcXDSClient returns a health client that reaches its backends through grpc-go's own xDS
+// resolver, following the gRPC listener published by the server at addr as node nodeID.
+func grpcXDSClient(t *testing.T, addr, nodeID string) healthpb.HealthClient {
+	t.Helper()
+	bootstrap := fmt.Appendf(nil, `{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}],
+		"server_features":["xds_v3"]}],"node":{"id":%q}}`, addr, nodeID)
+	res, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///phogate-grpc",
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(res))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return healthpb.NewHealthClient(conn)
 }

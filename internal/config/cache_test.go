@@ -9,7 +9,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-const cacheTestBase = `
+// sectionTestBase is a minimal valid file with one budget and one premium model, shared by the
+// section tests of this package.
+const sectionTestBase = `
 providers:
   - name: openai
     base_url: https://api.openai.com/v1
@@ -22,7 +24,7 @@ models:
 `
 
 func TestCacheDefaults(t *testing.T) {
-	c, err := Parse([]byte(cacheTestBase))
+	c, err := Parse([]byte(sectionTestBase))
 	if err != nil {
 		t.Fatalf("Parse = %v", err)
 	}
@@ -51,7 +53,7 @@ func TestCacheDefaults(t *testing.T) {
 }
 
 func TestCacheOverrides(t *testing.T) {
-	c, err := Parse([]byte(cacheTestBase + `
+	c, err := Parse([]byte(sectionTestBase + `
 cache:
   enabled: false
   case_fold: false
@@ -109,7 +111,7 @@ func TestCacheErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(cacheTestBase + tt.yaml + "\n"))
+			_, err := Parse([]byte(sectionTestBase + tt.yaml + "\n"))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Parse(%q) = %v, want error containing %q", tt.yaml, err, tt.want)
 			}
@@ -140,7 +142,7 @@ func TestMaxMessageTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Parse([]byte(cacheTestBase + tt.extra))
+			c, err := Parse([]byte(sectionTestBase + tt.extra))
 			if err != nil {
 				t.Fatalf("Parse = %v", err)
 			}

@@ -9,20 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-const ledgerTestBase = `
-providers:
-  - name: openai
-    base_url: https://api.openai.com/v1
-    models: [cheap, dear]
-models:
-  - name: cheap
-    tier: budget
-  - name: dear
-    tier: premium
-`
-
 func TestLedgerDefaults(t *testing.T) {
-	c, err := Parse([]byte(ledgerTestBase))
+	c, err := Parse([]byte(sectionTestBase))
 	if err != nil {
 		t.Fatalf("Parse = %v", err)
 	}
@@ -47,7 +35,7 @@ func TestLedgerDefaults(t *testing.T) {
 }
 
 func TestLedgerReplicaDefaults(t *testing.T) {
-	c, err := Parse([]byte(ledgerTestBase + `
+	c, err := Parse([]byte(sectionTestBase + `
 ledger:
   dsn: postgres://db/phogate
   tiers: [{name: free}]
@@ -100,7 +88,7 @@ func TestLedgerErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(ledgerTestBase + tt.yaml + "\n"))
+			_, err := Parse([]byte(sectionTestBase + tt.yaml + "\n"))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Parse error = %v, want one containing %q", err, tt.want)
 			}
