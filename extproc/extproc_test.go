@@ -58,8 +58,9 @@ func TestErrors(t *testing.T) {
 		wantCode   string
 	}{
 		{
-			name:       "GET chat",
-			headers:    requestHeaders(true, ":method", "GET", ":path", "/v1/chat/completions", "x-request-id", "req-123"),
+			name: "GET chat",
+			headers: requestHeaders(true, ":method", "GET", ":path", "/v1/chat/completions",
+				"x-request-id", "req-123"),
 			wantStatus: 405, wantType: "invalid_request_error", wantCode: "method_not_allowed",
 		},
 		{
@@ -68,8 +69,9 @@ func TestErrors(t *testing.T) {
 			wantStatus: 405, wantType: "invalid_request_error", wantCode: "method_not_allowed",
 		},
 		{
-			name:       "no body",
-			headers:    requestHeaders(true, ":method", "POST", ":path", "/v1/chat/completions", "x-request-id", "req-123"),
+			name: "no body",
+			headers: requestHeaders(true, ":method", "POST", ":path", "/v1/chat/completions",
+				"x-request-id", "req-123"),
 			wantStatus: 400, wantType: "invalid_request_error",
 		},
 		{
@@ -339,7 +341,8 @@ func TestSSEUsage(t *testing.T) {
 
 	resp := es.roundTrip(responseHeaders("200", "text/event-stream; charset=utf-8"))
 	wantHeaders := map[string]string{routeheaders.Model: "gpt-4o-mini", "x-request-id": "req-123"}
-	if diff := cmp.Diff(wantHeaders, headers(t, resp.GetResponseHeaders().GetResponse().GetHeaderMutation())); diff != "" {
+	got := headers(t, resp.GetResponseHeaders().GetResponse().GetHeaderMutation())
+	if diff := cmp.Diff(wantHeaders, got); diff != "" {
 		t.Errorf("response header mutation (-want +got):\n%s", diff)
 	}
 	wantMode := bodyModes(v3procfilterpb.ProcessingMode_BUFFERED, v3procfilterpb.ProcessingMode_STREAMED)

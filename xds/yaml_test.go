@@ -22,7 +22,8 @@ func TestBootstrapYAML(t *testing.T) {
 	if err := ValidateResource(bs); err != nil {
 		t.Fatalf("ValidateResource(bootstrap) = %v", err)
 	}
-	if got := bs.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName(); got != "phogate_xds" {
+	ads := bs.GetDynamicResources().GetAdsConfig()
+	if got := ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName(); got != "phogate_xds" {
 		t.Errorf("ADS cluster = %q, want phogate_xds", got)
 	}
 	if bs.GetDynamicResources().GetCdsConfig().GetAds() == nil ||

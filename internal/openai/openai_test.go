@@ -17,7 +17,8 @@ func TestErrorBody(t *testing.T) {
 	}{
 		{
 			name: "all fields",
-			err:  Error{Message: `model "x" not found`, Type: TypeInvalidRequest, Param: "model", Code: CodeModelNotFound},
+			err: Error{Message: `model "x" not found`, Type: TypeInvalidRequest, Param: "model",
+				Code: CodeModelNotFound},
 			want: `{"error":{"message":"model \"x\" not found","type":"invalid_request_error",` +
 				`"param":"model","code":"model_not_found"}}`,
 		},
@@ -184,7 +185,8 @@ func TestUsage(t *testing.T) {
 		{name: "json none", fn: UsageFromJSON, in: `{"id":"x"}`},
 		{name: "chunk done", fn: UsageFromChunk, in: `[DONE]`},
 		{
-			name: "chunk", fn: UsageFromChunk, wantOK: true, want: Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5},
+			name: "chunk", fn: UsageFromChunk, wantOK: true,
+			want: Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5},
 			in: `{"object":"chat.completion.chunk","choices":[],` +
 				`"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`,
 		},
@@ -285,7 +287,8 @@ func TestSSEParserLimit(t *testing.T) {
 
 func FuzzParseChatRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
-	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":false},"n":2,"messages":[{"role":"u"}]}`))
+	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":false},"n":2,` +
+		`"messages":[{"role":"u"}]}`))
 	f.Add([]byte(`{"model":"m","messages":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseChatRequest(b)

@@ -40,6 +40,9 @@ models:
 `, f.addrs["alpha"], f.addrs["beta"])
 }
 
+// providerKeys are the provider credentials the gateway reads from its environment.
+var providerKeys = []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}
+
 func newClient(s *stack) openai.Client {
 	return openai.NewClient(option.WithBaseURL(s.BaseURL), option.WithAPIKey(testAPIKey),
 		option.WithMaxRetries(0))
@@ -54,7 +57,7 @@ func chatParams(model, question string) openai.ChatCompletionNewParams {
 
 func TestChatNonStreaming(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: providerKeys})
 	client := newClient(s)
 
 	var resp *http.Response
@@ -86,7 +89,7 @@ func TestChatNonStreaming(t *testing.T) {
 
 func TestChatStreaming(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: providerKeys})
 	client := newClient(s)
 	question := "Explain how to cook pho step by step"
 
@@ -126,8 +129,7 @@ func TestChatStreaming(t *testing.T) {
 
 func TestChatProviderModelNameRewrite(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes),
-		Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: providerKeys})
 	client := newClient(s)
 
 	var resp *http.Response
@@ -162,7 +164,7 @@ func TestChatProviderModelNameRewrite(t *testing.T) {
 func TestFailOpenKeepsChatWorking(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
 	s := startStack(t, stackOptions{Config: twoProviders(fakes), FailureMode: "open",
-		Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
+		Env: providerKeys})
 	client := newClient(s)
 	if _, err := client.Chat.Completions.New(t.Context(), chatParams("gpt-4o", "hi")); err != nil {
 		t.Fatalf("chat with phogate up: %v", err)
@@ -192,7 +194,7 @@ func TestFailOpenKeepsChatWorking(t *testing.T) {
 
 func TestBadInputErrors(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: providerKeys})
 
 	tests := []struct {
 		name       string
@@ -234,7 +236,7 @@ func TestBadInputErrors(t *testing.T) {
 
 func TestModelsAndEmbeddings(t *testing.T) {
 	fakes := startFakes(t, "alpha", "beta")
-	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"}})
+	s := startStack(t, stackOptions{Config: twoProviders(fakes), Env: providerKeys})
 	client := newClient(s)
 
 	page, err := client.Models.List(t.Context())
