@@ -71,7 +71,8 @@ func serveGRPC(t *testing.T, register func(*grpc.Server)) string {
 // replies (zero lets the message time out, two make a spurious one) or ends the stream.
 type fakeProc struct {
 	v3procservicepb.UnimplementedExternalProcessorServer
-	handle func(ctx context.Context, req *v3procservicepb.ProcessingRequest) ([]*v3procservicepb.ProcessingResponse, error)
+	handle func(ctx context.Context, req *v3procservicepb.ProcessingRequest) (
+		[]*v3procservicepb.ProcessingResponse, error)
 
 	mu      sync.Mutex
 	streams [][]*v3procservicepb.ProcessingRequest
@@ -126,24 +127,28 @@ func (fp *fakeProc) messages(i int) []*v3procservicepb.ProcessingRequest {
 	return append([]*v3procservicepb.ProcessingRequest(nil), fp.streams[i]...)
 }
 
-func continueAll(_ context.Context, req *v3procservicepb.ProcessingRequest) ([]*v3procservicepb.ProcessingResponse, error) {
+func continueAll(_ context.Context, req *v3procservicepb.ProcessingRequest,
+) ([]*v3procservicepb.ProcessingResponse, error) {
 	return []*v3procservicepb.ProcessingResponse{continueFor(req, nil)}, nil
 }
 
 // continueFor builds the matching CONTINUE reply for req, with an optional CommonResponse.
-func continueFor(req *v3procservicepb.ProcessingRequest, cr *v3procservicepb.CommonResponse) *v3procservicepb.ProcessingResponse {
+func continueFor(req *v3procservicepb.ProcessingRequest, cr *v3procservicepb.CommonResponse,
+) *v3procservicepb.ProcessingResponse {
 	hr := &v3procservicepb.HeadersResponse{Response: cr}
 	br := &v3procservicepb.BodyResponse{Response: cr}
+	var out v3procservicepb.ProcessingResponse
 	switch req.GetRequest().(type) {
 	case *v3procservicepb.ProcessingRequest_RequestHeaders:
-		return &v3procservicepb.ProcessingResponse{Response: &v3procservicepb.ProcessingResponse_RequestHeaders{RequestHeaders: hr}}
+		out.Response = &v3procservicepb.ProcessingResponse_RequestHeaders{RequestHeaders: hr}
 	case *v3procservicepb.ProcessingRequest_ResponseHeaders:
-		return &v3procservicepb.ProcessingResponse{Response: &v3procservicepb.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
+		out.Response = &v3procservicepb.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}
 	case *v3procservicepb.ProcessingRequest_RequestBody:
-		return &v3procservicepb.ProcessingResponse{Response: &v3procservicepb.ProcessingResponse_RequestBody{RequestBody: br}}
+		out.Response = &v3procservicepb.ProcessingResponse_RequestBody{RequestBody: br}
 	default:
-		return &v3procservicepb.ProcessingResponse{Response: &v3procservicepb.ProcessingResponse_ResponseBody{ResponseBody: br}}
+		out.Response = &v3procservicepb.ProcessingResponse_ResponseBody{ResponseBody: br}
 	}
+	return &out
 }
 
 func setHeader(key, raw string) *v3corepb.HeaderValueOption {
@@ -227,8 +232,9 @@ func (tp *topology) resources(t *testing.T) map[resource.Type][]types.Resource {
 				ConfigSourceSpecifier: &v3corepb.ConfigSource_Ads{Ads: &v3corepb.AggregatedConfigSource{}}}},
 		}
 		if tp.localities {
-			c.CommonLbConfig = &v3clusterpb.Cluster_CommonLbConfig{LocalityConfigSpecifier: &v3clusterpb.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
-				LocalityWeightedLbConfig: &v3clusterpb.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}}
+			lw := &v3clusterpb.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+				LocalityWeightedLbConfig: &v3clusterpb.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}
+			c.CommonLbConfig = &v3clusterpb.Cluster_CommonLbConfig{LocalityConfigSpecifier: lw}
 		}
 		out[resource.ClusterType] = append(out[resource.ClusterType], c)
 		out[resource.EndpointType] = append(out[resource.EndpointType], tp.loadAssignment(t, name, eps))
@@ -268,10 +274,11 @@ func (tp *topology) procClusterResource(t *testing.T) *v3clusterpb.Cluster {
 			ProtocolConfig: &v3httppb.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
 				Http2ProtocolOptions: &v3corepb.Http2ProtocolOptions{}}}}}
 	return &v3clusterpb.Cluster{
-		Name:                          procCluster,
-		ClusterDiscoveryType:          &v3clusterpb.Cluster_Type{Type: v3clusterpb.Cluster_STATIC},
-		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(t, po)},
-		LoadAssignment:                tp.loadAssignment(t, procCluster, []endpoint{{addr: tp.procAddr}}),
+		Name:                 procCluster,
+		ClusterDiscoveryType: &v3clusterpb.Cluster_Type{Type: v3clusterpb.Cluster_STATIC},
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(t, po)},
+		LoadAssignment: tp.loadAssignment(t, procCluster, []endpoint{{addr: tp.procAddr}}),
 	}
 }
 
@@ -295,7 +302,8 @@ func (tp *topology) listener(t *testing.T) *v3listenerpb.Listener {
 		Name:    listenerName,
 		Address: socketAddress(t, "127.0.0.1:0"),
 		FilterChains: []*v3listenerpb.FilterChain{{Filters: []*v3listenerpb.Filter{{
-			Name: "envoy.filters.network.http_connection_manager", ConfigType: &v3listenerpb.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)}}}}},
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &v3listenerpb.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)}}}}},
 	}
 	if tp.bufferLimit > 0 {
 		l.PerConnectionBufferLimitBytes = wrapperspb.UInt32(tp.bufferLimit)
@@ -428,7 +436,8 @@ func procConfig(mode *v3extprocpb.ProcessingMode) *v3extprocpb.ExternalProcessor
 }
 
 // procEnv starts an upstream "a", a scripted ext_proc server and the stand-in.
-func procEnv(t *testing.T, ep *v3extprocpb.ExternalProcessor, fp *fakeProc, upstreamHandler http.HandlerFunc) (*env, *topology) {
+func procEnv(t *testing.T, ep *v3extprocpb.ExternalProcessor, fp *fakeProc,
+	upstreamHandler http.HandlerFunc) (*env, *topology) {
 	t.Helper()
 	ua := newUpstream(t, "a", upstreamHandler)
 	tp := &topology{

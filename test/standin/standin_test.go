@@ -80,7 +80,8 @@ func rerouteEnv(t *testing.T, withMutation bool) (*env, *upstream, *upstream) {
 		}
 		cr := &v3procservicepb.CommonResponse{ClearRouteCache: true}
 		if withMutation {
-			cr.HeaderMutation = &v3procservicepb.HeaderMutation{SetHeaders: []*v3corepb.HeaderValueOption{setHeader("x-backend", "b")}}
+			cr.HeaderMutation = &v3procservicepb.HeaderMutation{
+				SetHeaders: []*v3corepb.HeaderValueOption{setHeader("x-backend", "b")}}
 		}
 		return replies{continueFor(req, cr)}, nil
 	}}
@@ -233,7 +234,8 @@ func TestImmediateResponse(t *testing.T) {
 }
 
 // bodyReplacer answers request_body with a new body and an optional content-length update.
-func bodyReplacer(newBody string, setLength bool) func(context.Context, *v3procservicepb.ProcessingRequest) (replies, error) {
+func bodyReplacer(newBody string, setLength bool,
+) func(context.Context, *v3procservicepb.ProcessingRequest) (replies, error) {
 	return func(ctx context.Context, req *v3procservicepb.ProcessingRequest) (replies, error) {
 		if req.GetRequestBody() == nil {
 			return continueAll(ctx, req)
@@ -257,7 +259,8 @@ func TestContentLengthMismatch(t *testing.T) {
 		want      int
 	}{{"mismatch gives 500", false, 500}, {"updated length passes", true, 200}} {
 		t.Run(tt.name, func(t *testing.T) {
-			e, _ := procEnv(t, procConfig(bodyBuffered), &fakeProc{handle: bodyReplacer("longer body", tt.setLength)}, nil)
+			fp := &fakeProc{handle: bodyReplacer("longer body", tt.setLength)}
+			e, _ := procEnv(t, procConfig(bodyBuffered), fp, nil)
 			r := e.do("POST", "/", "short", nil)
 			if r.status != tt.want {
 				t.Errorf("status = %d, want %d", r.status, tt.want)
@@ -298,8 +301,10 @@ func TestStreamedSSE(t *testing.T) {
 			return replies{r}, nil
 		}
 		if rb := req.GetResponseBody(); rb != nil {
-			return replies{continueFor(req, &v3procservicepb.CommonResponse{BodyMutation: &v3procservicepb.BodyMutation{
-				Mutation: &v3procservicepb.BodyMutation_Body{Body: []byte(strings.ToUpper(string(rb.GetBody())))}}})}, nil
+			upper := []byte(strings.ToUpper(string(rb.GetBody())))
+			return replies{continueFor(req, &v3procservicepb.CommonResponse{
+				BodyMutation: &v3procservicepb.BodyMutation{
+					Mutation: &v3procservicepb.BodyMutation_Body{Body: upper}}})}, nil
 		}
 		return continueAll(ctx, req)
 	}}
@@ -348,7 +353,8 @@ func TestStreamedSSE(t *testing.T) {
 // direction, with upstream.address among the response attributes (§2.3).
 func TestFirstMessageFields(t *testing.T) {
 	ep := procConfig(bodyBuffered)
-	ep.RequestAttributes = []string{"request.path", "request.method", "xds.cluster_name", "upstream.address", "bogus.attr"}
+	ep.RequestAttributes = []string{"request.path", "request.method", "xds.cluster_name",
+		"upstream.address", "bogus.attr"}
 	ep.ResponseAttributes = []string{"upstream.address", "response.code"}
 	fp := &fakeProc{}
 	e, tp := procEnv(t, ep, fp, nil)
@@ -374,7 +380,8 @@ func TestFirstMessageFields(t *testing.T) {
 		t.Errorf("messages (-want +got):\n%s", diff)
 	}
 	reqAttrs := msgs[0].GetAttributes()[attributesKey].AsMap()
-	if diff := cmp.Diff(map[string]any{"request.path": "/p", "request.method": "POST", "xds.cluster_name": "a"}, reqAttrs); diff != "" {
+	wantReq := map[string]any{"request.path": "/p", "request.method": "POST", "xds.cluster_name": "a"}
+	if diff := cmp.Diff(wantReq, reqAttrs); diff != "" {
 		t.Errorf("request attributes (-want +got):\n%s", diff)
 	}
 	respAttrs := msgs[2].GetAttributes()[attributesKey].AsMap()
@@ -389,9 +396,9 @@ func TestWeightsSplitTraffic(t *testing.T) {
 	ua, ub, uc := newUpstream(t, "a", nil), newUpstream(t, "b", nil), newUpstream(t, "c", nil)
 	weighted := func(wa, wb uint32) *v3routepb.Route {
 		r := prefixRoute("/", "")
-		r.GetRoute().ClusterSpecifier = &v3routepb.RouteAction_WeightedClusters{WeightedClusters: &v3routepb.WeightedCluster{
-			Clusters: []*v3routepb.WeightedCluster_ClusterWeight{
-				{Name: "a", Weight: wrapperspb.UInt32(wa)}, {Name: "bc", Weight: wrapperspb.UInt32(wb)}}}}
+		wc := &v3routepb.WeightedCluster{Clusters: []*v3routepb.WeightedCluster_ClusterWeight{
+			{Name: "a", Weight: wrapperspb.UInt32(wa)}, {Name: "bc", Weight: wrapperspb.UInt32(wb)}}}
+		r.GetRoute().ClusterSpecifier = &v3routepb.RouteAction_WeightedClusters{WeightedClusters: wc}
 		return r
 	}
 	tp := &topology{routes: []*v3routepb.Route{weighted(1, 0)}, clusters: map[string][]endpoint{
@@ -423,8 +430,10 @@ func TestRetryToAnotherHostOn5xx(t *testing.T) {
 	good := newUpstream(t, "good", nil)
 	r := prefixRoute("/", "a")
 	r.GetRoute().RetryPolicy = &v3routepb.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(1),
-		RetryHostPredicate: []*v3routepb.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.previous_hosts",
-			ConfigType: &v3routepb.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(t, &v3previoushostspb.PreviousHostsPredicate{})}}}}
+		RetryHostPredicate: []*v3routepb.RetryPolicy_RetryHostPredicate{{
+			Name: "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &v3routepb.RetryPolicy_RetryHostPredicate_TypedConfig{
+				TypedConfig: mustAny(t, &v3previoushostspb.PreviousHostsPredicate{})}}}}
 	e := newEnv(t, &topology{routes: []*v3routepb.Route{r},
 		clusters: map[string][]endpoint{"a": {{addr: bad.addr()}, {addr: good.addr()}}}})
 	for range 4 {
@@ -440,7 +449,8 @@ func TestRetryToAnotherHostOn5xx(t *testing.T) {
 // A resource that fails validation is NACKed and the last good config keeps serving.
 func TestNackKeepsLastGoodConfig(t *testing.T) {
 	ua := newUpstream(t, "a", nil)
-	tp := &topology{routes: []*v3routepb.Route{prefixRoute("/", "a")}, clusters: map[string][]endpoint{"a": {{addr: ua.addr()}}}}
+	tp := &topology{routes: []*v3routepb.Route{prefixRoute("/", "a")},
+		clusters: map[string][]endpoint{"a": {{addr: ua.addr()}}}}
 	e := newEnv(t, tp)
 
 	// An endpoint weight of 0 violates the PGV rule load_balancing_weight >= 1.
