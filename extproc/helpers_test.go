@@ -16,9 +16,11 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/phochat/phogate/internal/config"
+	"github.com/phochat/phogate/internal/routeheaders"
 )
 
 const defaultTestTimeout = 10 * time.Second
@@ -159,7 +161,14 @@ type envoyStream struct {
 
 func (e *testEnv) open(t testing.TB) *envoyStream {
 	t.Helper()
+	return e.openMD(t)
+}
+
+// openMD opens a stream with the gRPC metadata kv (key, value, ...).
+func (e *testEnv) openMD(t testing.TB, kv ...string) *envoyStream {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	ctx = metadata.AppendToOutgoingContext(ctx, kv...)
 	s, err := e.client.Process(ctx)
 	if err != nil {
 		cancel()
@@ -168,6 +177,13 @@ func (e *testEnv) open(t testing.TB) *envoyStream {
 	es := &envoyStream{t: t, stream: s, cancel: cancel}
 	t.Cleanup(es.close)
 	return es
+}
+
+// openUpstream opens a stream as the upstream filter of a model cluster does, naming itself
+// in the gRPC metadata.
+func (e *testEnv) openUpstream(t testing.TB) *envoyStream {
+	t.Helper()
+	return e.openMD(t, routeheaders.FilterPhase, routeheaders.PhaseUpstream)
 }
 
 // close ends the stream as Envoy does: half-close, then cancel.
@@ -221,7 +237,8 @@ func requestBody(body string) *v3procservicepb.ProcessingRequest {
 
 func responseHeaders(status, contentType string) *v3procservicepb.ProcessingRequest {
 	attrs, err := structpb.NewStruct(map[string]any{
-		"upstream.address": "127.0.0.1:18081", "xds.cluster_name": "provider_openai",
+		"upstream.address": "127.0.0.1:18081", "xds.cluster_name": "model_gpt-4o-mini_via_openai",
+		routeheaders.ProviderAttribute: "openai",
 	})
 	if err != nil {
 		panic(err)

@@ -12,6 +12,7 @@ type metrics struct {
 	streamsActive   prometheus.Gauge
 	streamErrors    *prometheus.CounterVec
 	tokens          *prometheus.CounterVec
+	attempts        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,9 +45,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "phogate_extproc_tokens_total",
 			Help: "Tokens reported by providers, by model and direction (input, output).",
 		}, []string{"model", "direction"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phogate_extproc_upstream_attempts_total",
+			Help: "Upstream attempts seen by the model clusters' filter, by provider and HTTP " +
+				"status; failed ones were retried on the next provider when retries remained.",
+		}, []string{"provider", "code"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.requests, m.requestDuration, m.processing, m.streamsActive, m.streamErrors, m.tokens,
+		m.attempts,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

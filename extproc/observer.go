@@ -9,12 +9,13 @@ type Observer interface {
 	Observe(o routing.Observation)
 }
 
-// observe reports the finished request to the observer. Only requests routed to a provider
-// that got response headers count: a request answered by the gateway itself, or cut off
-// before any answer, says nothing about the provider.
+// observe reports the finished request to the observer. Only answers from a provider count:
+// a request answered by the gateway itself, or cut off before any answer, says nothing
+// about the provider. Failed and rate-limited answers were already reported by the upstream
+// filter, once per attempt (upstream.go), so only the others are reported here.
 func (st *stream) observe() {
 	if st.s.observer == nil || st.provider == nil || st.model == nil || st.routedAt.IsZero() ||
-		st.headersAt.IsZero() {
+		st.headersAt.IsZero() || st.status >= 500 || st.status == 429 {
 		return
 	}
 	end := st.s.now()

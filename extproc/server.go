@@ -1,11 +1,14 @@
 // Package extproc is phogate's Envoy external-processing (ext_proc) gRPC server. Envoy opens
-// one stream per HTTP request; the server reads the OpenAI request, answers what it can
-// itself (model list, errors), picks the provider and tells Envoy where to route through
-// header and body mutations, then watches the answer for usage.
+// one stream per HTTP request on its listener filter; the server reads the OpenAI request,
+// answers what it can itself (model list, errors, cache hits), picks the model and tells
+// Envoy where to route through header and body mutations, then watches the answer for usage.
+// The filter of each model cluster opens another stream per upstream attempt, on which the
+// server makes the rewrites of the provider Envoy picked (upstream.go).
 //
-// Envoy's filter is expected to run with request headers SEND, request body BUFFERED, response
-// headers SEND, response body BUFFERED, allow_mode_override true and the response attributes
-// "upstream.address" and "xds.cluster_name".
+// Envoy's listener filter is expected to run with request headers SEND, request body
+// BUFFERED, response headers SEND, response body BUFFERED, allow_mode_override true and the
+// response attributes "upstream.address", "xds.cluster_name" and
+// routeheaders.ProviderAttribute.
 package extproc
 
 import (
@@ -38,9 +41,6 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the server's metrics; nil means prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
-	// Picker chooses the provider for each request; nil picks the first provider of the
-	// model by priority.
-	Picker ProviderPicker
 	// Observer, when set, receives an observation of every answered request, for latency
 	// statistics and load balancing.
 	Observer Observer
@@ -68,7 +68,6 @@ type Server struct {
 	cfg        *config.Config
 	log        *slog.Logger
 	metrics    *metrics
-	picker     ProviderPicker
 	observer   Observer
 	modelsBody []byte
 	now        func() time.Time
@@ -109,7 +108,6 @@ func New(opts Options) (*Server, error) {
 		cfg:      opts.Config,
 		log:      lg.With("component", "extproc"),
 		metrics:  m,
-		picker:   opts.Picker,
 		observer: opts.Observer,
 		now:      time.Now,
 
@@ -119,9 +117,6 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Cache != nil {
 		s.semantic = opts.Semantic
-	}
-	if s.picker == nil {
-		s.picker = firstProvider{cfg: opts.Config}
 	}
 	if err := s.acct.init(opts, reg); err != nil {
 		return nil, err
@@ -167,6 +162,9 @@ func GRPCServerOptions(cfg *config.Config) []grpc.ServerOption {
 // the stream, when the stream's context is cancelled (both are a normal end), after an
 // immediate response, or with a gRPC status on a stream error.
 func (s *Server) Process(ps v3procservicepb.ExternalProcessor_ProcessServer) error {
+	if isUpstreamStream(ps.Context()) {
+		return s.processAttempt(ps)
+	}
 	s.metrics.streamsActive.Inc()
 	defer s.metrics.streamsActive.Dec()
 	st := s.newStream()
@@ -176,7 +174,7 @@ func (s *Server) Process(ps v3procservicepb.ExternalProcessor_ProcessServer) err
 	for {
 		req, err := ps.Recv()
 		if err != nil {
-			return s.recvEnd(st, err)
+			return s.recvEnd(st.log, err)
 		}
 		start := time.Now()
 		resp, err := st.handle(ps.Context(), req)
@@ -201,7 +199,7 @@ func (s *Server) Process(ps v3procservicepb.ExternalProcessor_ProcessServer) err
 
 // recvEnd classifies the end of a stream. EOF and cancellation are Envoy's normal close
 // (envoy-notes §1.1).
-func (s *Server) recvEnd(st *stream, err error) error {
+func (s *Server) recvEnd(log *slog.Logger, err error) error {
 	if errors.Is(err, io.EOF) {
 		return nil
 	}
@@ -210,7 +208,7 @@ func (s *Server) recvEnd(st *stream, err error) error {
 		return nil
 	}
 	s.metrics.streamErrors.WithLabelValues(reasonRecv).Inc()
-	st.log.Debug("ext_proc receive failed", "err", err)
+	log.Debug("ext_proc receive failed", "err", err)
 	return err
 }
 

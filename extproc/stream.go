@@ -67,8 +67,7 @@ type stream struct {
 	contentType   string
 	contentLength bool
 	model         *config.Model
-	provider      *config.Provider
-	upstreamModel string
+	provider      *config.Provider // the provider that answered, from the response attributes
 	requestBytes  int
 	chat          *openai.ChatRequest
 	embeddings    *openai.EmbeddingsRequest
@@ -269,12 +268,8 @@ func (st *stream) onRequestBody(ctx context.Context,
 		return resp
 	}
 
-	// Step 4: pick the provider of the served model.
-	if herr := st.pickProvider(); herr != nil {
-		return st.fail(herr)
-	}
-
-	// Step 5: reply with the route, the provider's credential and the rewritten body.
+	// Step 4: reply with the route and the rewritten body. Envoy picks the provider; the
+	// upstream filter makes that provider's rewrites on every attempt (upstream.go).
 	newBody, err := st.rewriteBody(body)
 	if err != nil {
 		// The body parsed, so a rewrite cannot fail; keep the client's request working.
@@ -336,22 +331,6 @@ func (st *stream) resolveModel(name string) *httpError {
 	return nil
 }
 
-// pickProvider picks the provider of the served model.
-func (st *stream) pickProvider() *httpError {
-	m := st.model
-	p, pm, err := st.s.picker.Pick(m)
-	if err != nil {
-		st.log.Debug("no provider", "model", m.Name, "err", err)
-		return &httpError{503, &openai.Error{
-			Message: fmt.Sprintf("no provider is available for the model %q", m.Name),
-			Type:    openai.TypeServer,
-			Code:    openai.CodeNoProvider,
-		}}
-	}
-	st.provider, st.upstreamModel = p, pm.Upstream()
-	return nil
-}
-
 func (st *stream) endpoint() string {
 	if st.route == routeEmbeddings {
 		return "/v1/embeddings"
@@ -359,16 +338,16 @@ func (st *stream) endpoint() string {
 	return "/v1/chat/completions"
 }
 
-// rewriteBody returns the body to send upstream, or nil when it is unchanged. It renames the
-// model to the provider's name and, for streamed chat, asks for a final usage chunk so that
-// tokens can be counted. The client then also receives that chunk (choices empty), which is
-// the documented OpenAI stream format.
+// rewriteBody returns the body to send upstream, or nil when it is unchanged. It names the
+// served model, which routing may have chosen in place of the requested one, and, for
+// streamed chat, asks for a final usage chunk so that tokens can be counted. The client then
+// also receives that chunk (choices empty), which is the documented OpenAI stream format.
+// A provider's own name for the model is set per attempt (upstream.go).
 func (st *stream) rewriteBody(body []byte) ([]byte, error) {
 	var out []byte
 	var err error
-	// The body names the requested model, which routing may have replaced.
-	if st.upstreamModel != st.acct.requested {
-		if out, err = openai.SetModel(body, st.upstreamModel); err != nil {
+	if st.model.Name != st.acct.requested {
+		if out, err = openai.SetModel(body, st.model.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -383,17 +362,15 @@ func (st *stream) rewriteBody(body []byte) ([]byte, error) {
 	return out, nil
 }
 
-// routeMutation builds the reply that routes the request: routing headers, the provider's
-// credential, and the new body with a matching content-length. clear_route_cache works only
-// together with a header mutation in the same reply (envoy-notes §1.7).
+// routeMutation builds the reply that routes the request: the model header, the client's
+// credential and routing headers removed, and the new body with a matching content-length.
+// clear_route_cache works only together with a header mutation in the same reply
+// (envoy-notes §1.7).
 func (st *stream) routeMutation(newBody []byte) *v3procservicepb.CommonResponse {
 	hm := &v3procservicepb.HeaderMutation{
-		SetHeaders: []*v3corepb.HeaderValueOption{
-			setHeader(routeheaders.Provider, st.provider.Name),
-			setHeader(routeheaders.Model, st.model.Name),
-		},
+		SetHeaders:    []*v3corepb.HeaderValueOption{setHeader(routeheaders.Model, st.model.Name)},
+		RemoveHeaders: []string{"authorization", routeheaders.Provider},
 	}
-	st.addAuth(hm)
 	cr := &v3procservicepb.CommonResponse{HeaderMutation: hm, ClearRouteCache: true}
 	if newBody != nil {
 		// A content-length that no longer matches the body makes Envoy answer 500.
@@ -407,25 +384,6 @@ func (st *stream) routeMutation(newBody []byte) *v3procservicepb.CommonResponse 
 	return cr
 }
 
-// addAuth replaces the client's credential with the provider's. The client's authorization
-// header is never forwarded: it is overwritten by the provider's key or removed.
-func (st *stream) addAuth(hm *v3procservicepb.HeaderMutation) {
-	p := st.provider
-	key := p.APIKey.Reveal()
-	switch {
-	case key == "":
-		hm.RemoveHeaders = append(hm.RemoveHeaders, "authorization")
-		if p.AuthHeader != "authorization" {
-			hm.RemoveHeaders = append(hm.RemoveHeaders, p.AuthHeader)
-		}
-	case p.AuthHeader == "authorization":
-		hm.SetHeaders = append(hm.SetHeaders, setHeader("authorization", "Bearer "+key))
-	default:
-		hm.RemoveHeaders = append(hm.RemoveHeaders, "authorization")
-		hm.SetHeaders = append(hm.SetHeaders, setHeader(p.AuthHeader, key))
-	}
-}
-
 func (st *stream) logRouted() {
 	if !st.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
@@ -437,8 +395,7 @@ func (st *stream) logRouted() {
 		req = slog.Any("request", st.embeddings)
 	}
 	st.log.LogAttrs(context.Background(), slog.LevelDebug, "request routed",
-		slog.String("route", st.route), req, slog.String("provider", st.provider.Name),
-		slog.String("upstream_model", st.upstreamModel))
+		slog.String("route", st.route), req, slog.String("model", st.model.Name))
 }
 
 // Phase 3: response headers. Record the answer and choose how its body is read.
@@ -496,6 +453,9 @@ func (st *stream) readAttributes(req *v3procservicepb.ProcessingRequest) {
 	f := attrs.GetFields()
 	st.upstreamAddr = f["upstream.address"].GetStringValue()
 	st.cluster = f["xds.cluster_name"].GetStringValue()
+	if p, ok := st.s.cfg.Provider(f[routeheaders.ProviderAttribute].GetStringValue()); ok {
+		st.provider = p
+	}
 }
 
 // Phase 4: response body. Take usage from the answer and store it in the cache; never change

@@ -79,11 +79,8 @@ type EndpointStatsOptions struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// FailureThreshold is the number of consecutive failed answers after which a provider
-	// is down (see [EndpointStats.ProviderUsable]); 3 when not positive.
+	// is down (see [EndpointStats.ProviderDown]); 3 when not positive.
 	FailureThreshold int
-	// ProbeAfter is how long a down provider waits before one request probes it; 10s when
-	// not positive.
-	ProbeAfter time.Duration
 	// Latency, when set, also receives every successful answer per model.
 	Latency *LatencyStats
 }
@@ -102,8 +99,8 @@ const maxEndpoints = 100_000
 //
 // Averages are weighted by time as in [LatencyStats]. Failures count in two ways: as a
 // moving share that raises the endpoint's cost for the balancer, and as a run of
-// consecutive failures per provider that takes the provider out of use
-// ([EndpointStats.ProviderUsable]) until one probe succeeds.
+// consecutive failures per provider that marks the provider down
+// ([EndpointStats.ProviderDown]) until an answer succeeds.
 type EndpointStats struct {
 	opts EndpointStatsOptions
 
@@ -118,7 +115,6 @@ type EndpointStats struct {
 type providerHealth struct {
 	consecutive int
 	down        bool
-	probeAt     time.Time // when the next probe may go
 }
 
 // NewEndpointStats returns empty statistics.
@@ -131,9 +127,6 @@ func NewEndpointStats(opts EndpointStatsOptions) *EndpointStats {
 	}
 	if opts.FailureThreshold <= 0 {
 		opts.FailureThreshold = 3
-	}
-	if opts.ProbeAfter <= 0 {
-		opts.ProbeAfter = 10 * time.Second
 	}
 	return &EndpointStats{
 		opts:      opts,
@@ -248,8 +241,8 @@ func (s *EndpointStats) foldHealth(o Observation, now time.Time) {
 	switch {
 	case o.Failed():
 		h.consecutive++
-		if !h.down && h.consecutive >= s.opts.FailureThreshold {
-			h.down, h.probeAt = true, now.Add(s.opts.ProbeAfter)
+		if h.consecutive >= s.opts.FailureThreshold {
+			h.down = true
 		}
 	case o.RateLimited():
 		// A 429 says the provider is busy, not broken; Envoy's retry back-off and the
@@ -259,25 +252,7 @@ func (s *EndpointStats) foldHealth(o Observation, now time.Time) {
 	}
 }
 
-// ProviderUsable reports whether a request may go to provider: true unless its last
-// FailureThreshold answers failed. A down provider lets one request through every
-// ProbeAfter; its success brings the provider back.
-func (s *EndpointStats) ProviderUsable(provider string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	h := s.providers[provider]
-	if h == nil || !h.down {
-		return true
-	}
-	now := s.opts.Now()
-	if now.Before(h.probeAt) {
-		return false
-	}
-	h.probeAt = now.Add(s.opts.ProbeAfter)
-	return true
-}
-
-// ProviderDown reports whether provider is out of use, without taking a probe.
+// ProviderDown reports whether the provider's last FailureThreshold answers all failed.
 func (s *EndpointStats) ProviderDown(provider string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -4,14 +4,11 @@ import (
 	"math"
 	"testing"
 	"time"
-
-	"github.com/phochat/phogate/internal/config"
 )
 
 func newTestEndpointStats(clock *fakeClock) *EndpointStats {
 	return NewEndpointStats(EndpointStatsOptions{
 		HalfLife: 10 * time.Second, Now: clock.Now, FailureThreshold: 2,
-		ProbeAfter: 5 * time.Second,
 	})
 }
 
@@ -90,30 +87,27 @@ func TestEndpointStatsFailuresAgeOut(t *testing.T) {
 	}
 }
 
-func TestEndpointStatsProviderDownAndProbe(t *testing.T) {
+func TestEndpointStatsProviderDown(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1000, 0)}
 	s := newTestEndpointStats(clock)
 	fail := Observation{Provider: "p", Endpoint: "e", Status: 503}
 
 	s.Observe(fail)
-	if !s.ProviderUsable("p") {
-		t.Fatal("ProviderUsable after one failure = false, want true (threshold 2)")
+	if s.ProviderDown("p") {
+		t.Fatal("ProviderDown after one failure = true, want false (threshold 2)")
 	}
+	// A 429 neither breaks nor ends a run of failures.
 	s.Observe(Observation{Provider: "p", Status: 429})
 	s.Observe(fail)
-	if s.ProviderUsable("p") || !s.ProviderDown("p") {
-		t.Fatal("after two failures in a row the provider is usable, want down")
+	if !s.ProviderDown("p") {
+		t.Fatal("after two failures in a row ProviderDown = false, want true")
 	}
-	clock.Advance(5 * time.Second)
-	if !s.ProviderUsable("p") {
-		t.Fatal("ProviderUsable after probe_after = false, want one probe")
-	}
-	if s.ProviderUsable("p") {
-		t.Fatal("a second request right after the probe was let through")
+	if s.ProviderDown("q") {
+		t.Error("a provider without observations is down")
 	}
 	s.Observe(Observation{Provider: "p", Endpoint: "e", Status: 200})
-	if !s.ProviderUsable("p") || s.ProviderDown("p") {
-		t.Error("a successful probe did not bring the provider back")
+	if s.ProviderDown("p") {
+		t.Error("a successful answer did not bring the provider back")
 	}
 }
 
@@ -129,46 +123,5 @@ func TestEndpointStatsFeedsLatencyStats(t *testing.T) {
 	if !ok || got.TTFT != 100*time.Millisecond || got.PerToken != 10*time.Millisecond ||
 		got.Samples != 1 {
 		t.Errorf("LatencyStats.Get(m) = %+v, %v; want one sample of 100ms and 10ms/token", got, ok)
-	}
-}
-
-func TestFallbackPicker(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
-providers:
-  - {name: a, base_url: "http://10.0.0.1/v1", models: [m]}
-  - {name: b, base_url: "http://10.0.0.2/v1", priority: 1, models: [{name: m, upstream_name: m2}]}
-models:
-  - name: m
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := cfg.Model("m")
-	clock := &fakeClock{now: time.Unix(1000, 0)}
-	s := newTestEndpointStats(clock)
-	f := NewFallbackPicker(cfg, s)
-
-	pick := func() string {
-		t.Helper()
-		p, pm, err := f.Pick(m)
-		if err != nil {
-			t.Fatalf("Pick(m) = %v", err)
-		}
-		return p.Name + "/" + pm.Upstream()
-	}
-	if got := pick(); got != "a/m" {
-		t.Errorf("healthy: Pick(m) = %s, want a/m", got)
-	}
-	for range 2 {
-		s.Observe(Observation{Provider: "a", Status: 503})
-	}
-	if got := pick(); got != "b/m2" {
-		t.Errorf("a down: Pick(m) = %s, want b/m2", got)
-	}
-	for range 2 {
-		s.Observe(Observation{Provider: "b", Status: 503})
-	}
-	if got := pick(); got != "a/m" {
-		t.Errorf("both down: Pick(m) = %s, want the first, a/m", got)
 	}
 }

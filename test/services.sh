@@ -109,7 +109,10 @@ start_postgres() {
 		die "initdb failed; see $STATE_DIR/pg/initdb.log"
 	as_pg "$bindir/pg_ctl" -D "$STATE_DIR/pg/data" -l "$STATE_DIR/pg/postgres.log" -w -t 60 \
 		-o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off" \
-		start >&2 9>&- || die "PostgreSQL did not start; see $STATE_DIR/pg/postgres.log"
+		start >&2 9>&- || {
+		tail -n 20 "$STATE_DIR/pg/postgres.log" >&2 || true
+		die "PostgreSQL did not start; see $STATE_DIR/pg/postgres.log"
+	}
 }
 
 cmd_start() {

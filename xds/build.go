@@ -137,6 +137,9 @@ func Build(cfg *config.Config, opts BuildOptions) (*Resources, error) {
 		}
 		r.Clusters = append(r.Clusters, c)
 	}
+	if err := buildModelClusters(cfg, opts, r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

@@ -187,10 +187,24 @@ func circuitBreakers() *v3clusterpb.CircuitBreakers {
 	}
 }
 
-// buildLoadAssignment lists a provider's endpoints in one locality named after the
-// provider, with weight 1: gRPC clients drop a locality without weight (envoy-notes §5.5).
+// buildLoadAssignment lists a provider's endpoints for its own cluster.
 func buildLoadAssignment(p *config.Provider, weights map[string]uint32,
 ) (*v3endpointpb.ClusterLoadAssignment, error) {
+	loc, err := providerLocality(p, weights)
+	if err != nil {
+		return nil, err
+	}
+	return &v3endpointpb.ClusterLoadAssignment{
+		ClusterName: ProviderClusterName(p.Name),
+		Endpoints:   []*v3endpointpb.LocalityLbEndpoints{loc},
+	}, nil
+}
+
+// providerLocality lists a provider's endpoints in one locality named after the provider,
+// with weight 1: gRPC clients drop a locality without weight (envoy-notes §5.5). weights
+// overrides the configured endpoint weights.
+func providerLocality(p *config.Provider, weights map[string]uint32,
+) (*v3endpointpb.LocalityLbEndpoints, error) {
 	if len(p.Endpoints) == 0 {
 		return nil, fmt.Errorf("building endpoints of provider %q: none configured", p.Name)
 	}
@@ -209,10 +223,7 @@ func buildLoadAssignment(p *config.Provider, weights map[string]uint32,
 		}
 		loc.LbEndpoints = append(loc.LbEndpoints, lbEndpoint(host, port, w))
 	}
-	return &v3endpointpb.ClusterLoadAssignment{
-		ClusterName: ProviderClusterName(p.Name),
-		Endpoints:   []*v3endpointpb.LocalityLbEndpoints{loc},
-	}, nil
+	return loc, nil
 }
 
 // lbEndpoint is one endpoint. Its weight is at least 1: Envoy rejects 0 and gRPC clients

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/phochat/phogate/internal/config"
+	"github.com/phochat/phogate/internal/routeheaders"
 )
 
 // Names of HTTP filters and extensions as Envoy registers them.
@@ -129,11 +130,12 @@ func buildExtProc(cfg *config.Config) (*v3extprocpb.ExternalProcessor, error) {
 		MaxMessageTimeout: durOrNil(cfg.MaxMessageTimeout()),
 		// request.id is x-request-id, evaluated with the first request message. Upstream
 		// attributes exist only once a host is picked, so they go in the response
-		// attributes: the ext_proc server learns which endpoint and cluster answered, for
-		// latency statistics (envoy-notes §2.3).
-		RequestAttributes:  []string{"request.id"},
-		ResponseAttributes: []string{"upstream.address", "xds.cluster_name"},
-		StatPrefix:         StatPrefix,
+		// attributes: the ext_proc server learns which endpoint, cluster and provider
+		// answered, for latency statistics and the ledger (envoy-notes §2.3).
+		RequestAttributes: []string{"request.id"},
+		ResponseAttributes: []string{"upstream.address", "xds.cluster_name",
+			routeheaders.ProviderAttribute},
+		StatPrefix: StatPrefix,
 	}, nil
 }
 

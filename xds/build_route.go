@@ -9,6 +9,7 @@ import (
 	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	v3routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	v3previoushostspb "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	v3previousprioritiespb "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	v3matcherpb "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
 	"github.com/phochat/phogate/internal/config"
@@ -19,32 +20,26 @@ const (
 	// it to the provider's own base path.
 	clientPathPrefix  = "/v1/"
 	previousHostsName = "envoy.retry_host_predicates.previous_hosts"
+	// previousPrioritiesName is the retry priority plugin that skips tried priorities.
+	previousPrioritiesName = "envoy.retry_priorities.previous_priorities"
 	// retryOn retries failed connects, resets before any response, 5xx and the status codes
 	// in retriable_status_codes (429).
 	retryOn = "connect-failure,reset,5xx,retriable-status-codes"
 )
 
 // buildRouteConfig builds the one RouteConfiguration, in match order:
-//  1. one route per provider, on the provider header the ext_proc server sets;
-//  2. one route per chat model, on the model header, splitting over the model's providers;
-//  3. with failure_mode open, chat and embeddings routes without a header for requests that
+//  1. one route per model, on the model header the ext_proc server sets, splitting over the
+//     model's clusters (see build_model.go);
+//  2. with failure_mode open, chat and embeddings routes without a header for requests that
 //     reach Envoy unprocessed because the ext_proc server failed (see failOpenRoutes);
-//  4. a catch-all to the first provider for paths the ext_proc server leaves alone.
+//  3. a catch-all to the first provider for paths the ext_proc server leaves alone.
 //
 // Every route matches the path prefix "/" plus a header rather than "/v1/", so that gRPC
 // xDS clients, whose paths are "/<service>/<method>", can follow the same configuration.
 func buildRouteConfig(cfg *config.Config, opts BuildOptions,
 ) (*v3routepb.RouteConfiguration, error) {
 	var routes []*v3routepb.Route
-	for i := range cfg.Providers {
-		p := &cfg.Providers[i]
-		routes = append(routes, providerRoute(cfg, p, "provider_"+p.Name,
-			headerMatch(HeaderProvider, p.Name)))
-	}
 	for _, m := range cfg.Models {
-		if m.Kind != config.KindChat {
-			continue
-		}
 		r, err := modelRoute(cfg, m.Name, opts.ClusterWeights[m.Name])
 		if err != nil {
 			return nil, err
@@ -116,7 +111,7 @@ func providerRoute(cfg *config.Config, p *config.Provider, name string,
 	a.ClusterSpecifier = &v3routepb.RouteAction_Cluster{Cluster: ProviderClusterName(p.Name)}
 	a.RegexRewrite = pathRewrite(p.PathPrefix())
 	a.HostRewriteSpecifier = &v3routepb.RouteAction_HostRewriteLiteral{
-		HostRewriteLiteral: hostHeader(p),
+		HostRewriteLiteral: p.HostHeader(),
 	}
 	return &v3routepb.Route{
 		Name: name,
@@ -128,7 +123,10 @@ func providerRoute(cfg *config.Config, p *config.Provider, name string,
 	}
 }
 
-// modelRoute splits requests for model over the providers serving it by weight.
+// modelRoute splits requests for model by weight over its model clusters, one per primary
+// provider, each with the other providers behind it as fallback priorities. Path, host and
+// credential are set per attempt by the clusters' upstream ext_proc filter, so the route
+// rewrites nothing.
 func modelRoute(cfg *config.Config, model string, weights map[string]uint32,
 ) (*v3routepb.Route, error) {
 	providers := cfg.ProvidersFor(model)
@@ -137,8 +135,7 @@ func modelRoute(cfg *config.Config, model string, weights map[string]uint32,
 	}
 	wc := &v3routepb.WeightedCluster{}
 	var sum uint64
-	prefixes := map[string]bool{}
-	for _, p := range providers {
+	for _, p := range cfg.PrimaryProvidersFor(model) {
 		w := uint32(1)
 		if v, ok := weights[p.Name]; ok {
 			w = v
@@ -147,13 +144,9 @@ func modelRoute(cfg *config.Config, model string, weights map[string]uint32,
 			continue
 		}
 		sum += uint64(w)
-		prefixes[p.PathPrefix()] = true
 		wc.Clusters = append(wc.Clusters, &v3routepb.WeightedCluster_ClusterWeight{
-			Name:   ProviderClusterName(p.Name),
+			Name:   ModelClusterName(model, p.Name),
 			Weight: u32(w),
-			HostRewriteSpecifier: &v3routepb.WeightedCluster_ClusterWeight_HostRewriteLiteral{
-				HostRewriteLiteral: hostHeader(p),
-			},
 		})
 	}
 	if sum == 0 || sum > math.MaxUint32 {
@@ -163,13 +156,20 @@ func modelRoute(cfg *config.Config, model string, weights map[string]uint32,
 
 	a := baseAction(cfg)
 	a.ClusterSpecifier = &v3routepb.RouteAction_WeightedClusters{WeightedClusters: wc}
-	// The path rewrite belongs to the route, not to each weighted cluster, so it can be
-	// applied only when all the model's providers share a base path.
-	// TODO: providers of one model with different base paths get no path rewrite on this
-	// route, so Envoy-side splitting sends them "/v1/..." unchanged; HTTP traffic must be
-	// steered with the provider header until per-cluster rewrites exist.
-	if len(prefixes) == 1 {
-		a.RegexRewrite = pathRewrite(providers[0].PathPrefix())
+	if len(wc.Clusters) == 1 {
+		a.ClusterSpecifier = &v3routepb.RouteAction_Cluster{Cluster: wc.Clusters[0].Name}
+	}
+	if a.RetryPolicy != nil && len(providers) > 1 {
+		// Each retry goes to a priority not tried yet, that is to the next provider; once
+		// all were tried, Envoy starts over from the first.
+		a.RetryPolicy.RetryPriority = &v3routepb.RetryPolicy_RetryPriority{
+			Name: previousPrioritiesName,
+			ConfigType: &v3routepb.RetryPolicy_RetryPriority_TypedConfig{
+				TypedConfig: mustAny(&v3previousprioritiespb.PreviousPrioritiesConfig{
+					UpdateFrequency: 1,
+				}),
+			},
+		}
 	}
 	return &v3routepb.Route{
 		Name: "model_" + model,
@@ -235,13 +235,4 @@ func pathRewrite(prefix string) *v3matcherpb.RegexMatchAndSubstitute {
 		Pattern:      &v3matcherpb.RegexMatcher{Regex: "^" + regexp.QuoteMeta(clientPathPrefix)},
 		Substitution: prefix + "/",
 	}
-}
-
-// hostHeader is the Host the provider expects: the base URL's host with its port when the
-// URL names one, as an HTTP client would send it.
-func hostHeader(p *config.Provider) string {
-	if u := p.URL(); u != nil {
-		return u.Host
-	}
-	return p.Host()
 }

@@ -16,17 +16,14 @@ const (
 	// ProviderClusterPrefix starts the name of every provider cluster; see
 	// [ProviderClusterName].
 	ProviderClusterPrefix = "provider_"
+	// ModelClusterPrefix starts the name of every model cluster; see [ModelClusterName].
+	ModelClusterPrefix = "model_"
 	// StatPrefix prefixes the HTTP connection manager and ext_proc stats.
 	StatPrefix = "phogate"
 )
 
-// Header names that steer routing; see package routeheaders.
-const (
-	// HeaderProvider is [routeheaders.Provider].
-	HeaderProvider = routeheaders.Provider
-	// HeaderModel is [routeheaders.Model].
-	HeaderModel = routeheaders.Model
-)
+// HeaderModel is the header that steers routing; see [routeheaders.Model].
+const HeaderModel = routeheaders.Model
 
 // ProviderClusterName returns the name of the cluster serving the provider named provider.
 func ProviderClusterName(provider string) string { return ProviderClusterPrefix + provider }

@@ -12,6 +12,7 @@ import (
 	v3listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	v3routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	v3extprocpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	v3upstreamcodecpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
 	v3hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	v3httppb "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -65,7 +66,49 @@ func ValidateSemantics(r *Resources) error {
 	}
 	c.checkRoutes(rdsRefs)
 	c.checkEndpoints()
+	for _, cl := range r.Clusters {
+		c.checkUpstreamFilters(cl)
+	}
 	return errors.Join(c.errs...)
+}
+
+// checkUpstreamFilters checks a cluster's upstream HTTP filters: the upstream codec must
+// be last and only last, as Envoy requires, and ext_proc configs pass the same checks as on
+// a listener.
+func (c *checker) checkUpstreamFilters(cl *v3clusterpb.Cluster) {
+	a := cl.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]
+	if a == nil {
+		return
+	}
+	opts := &v3httppb.HttpProtocolOptions{}
+	if err := a.UnmarshalTo(opts); err != nil {
+		c.errorf("cluster %q: %s: %w", cl.GetName(), httpProtocolOptionsKey, err)
+		return
+	}
+	filters := opts.GetHttpFilters()
+	for i, f := range filters {
+		last := i == len(filters)-1
+		isCodec := f.GetTypedConfig().MessageIs(&v3upstreamcodecpb.UpstreamCodec{})
+		switch {
+		case last && !isCodec:
+			c.errorf("cluster %q: last upstream HTTP filter is %q, want %s", cl.GetName(),
+				f.GetName(), upstreamCodecName)
+		case !last && isCodec:
+			c.errorf("cluster %q: %s is upstream HTTP filter %d of %d; it must be last",
+				cl.GetName(), upstreamCodecName, i+1, len(filters))
+		}
+		ep := &v3extprocpb.ExternalProcessor{}
+		if !f.GetTypedConfig().MessageIs(ep) {
+			continue
+		}
+		if err := f.GetTypedConfig().UnmarshalTo(ep); err != nil {
+			c.errorf("cluster %q: filter %q: %w", cl.GetName(), f.GetName(), err)
+			continue
+		}
+		for _, err := range c.extProcErrors(ep) {
+			c.errorf("cluster %q: filter %q: %w", cl.GetName(), f.GetName(), err)
+		}
+	}
 }
 
 type checker struct {

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 
 	v3clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	v3endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	v3clustersvcpb "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	v3discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	v3endpointsvcpb "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -174,13 +176,23 @@ func grpcView(r *Resources) resourceSet {
 		}
 	}
 	var clusters []*v3clusterpb.Cluster
+	served := map[string]bool{}
 	for _, c := range r.Clusters {
 		if routed[c.GetName()] {
 			clusters = append(clusters, c)
+			served[cmp.Or(c.GetEdsClusterConfig().GetServiceName(), c.GetName())] = true
+		}
+	}
+	// Likewise an endpoint resource that no served cluster asks for holds back every EDS
+	// answer.
+	var endpoints []*v3endpointpb.ClusterLoadAssignment
+	for _, e := range r.Endpoints {
+		if served[e.GetClusterName()] {
+			endpoints = append(endpoints, e)
 		}
 	}
 	set[types.Cluster] = toResources(clusters)
-	set[types.Endpoint] = toResources(r.Endpoints)
+	set[types.Endpoint] = toResources(endpoints)
 	return set
 }
 

@@ -79,7 +79,7 @@ func (r rule) nextStep(cfg *config.Config, prev WeightStep, epoch int64,
 	}
 
 	for _, m := range cfg.Models {
-		providers := cfg.ProvidersFor(m.Name)
+		providers := cfg.PrimaryProvidersFor(m.Name)
 		if m.Kind != config.KindChat || len(providers) < 2 {
 			continue
 		}

@@ -17,11 +17,10 @@ import (
 )
 
 // balancing is the wiring of latency-weighted balancing: endpoint statistics fed by the
-// ext_proc server (directly, or through Redis when redis.url is set), the provider picker
-// that skips failing providers, and the balancer that publishes weights.
+// ext_proc server (directly, or through Redis when redis.url is set) and the balancer that
+// publishes weights.
 type balancing struct {
 	stats    *routing.EndpointStats
-	picker   extproc.ProviderPicker
 	observer extproc.Observer
 	balancer *xds.Balancer
 	redisObs *xds.RedisObservations
@@ -30,7 +29,7 @@ type balancing struct {
 }
 
 // newBalancing builds the balancing parts; with balancing disabled it returns an empty
-// value whose picker and observer are nil and whose run returns at once.
+// value whose observer is nil and whose run returns at once.
 func newBalancing(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer,
 	srv *xds.Server, latency *routing.LatencyStats,
 ) (*balancing, error) {
@@ -41,12 +40,10 @@ func newBalancing(cfg *config.Config, logger *slog.Logger, reg prometheus.Regist
 	stats := routing.NewEndpointStats(routing.EndpointStatsOptions{
 		HalfLife:         b.HalfLife.Duration,
 		FailureThreshold: b.FailureThreshold,
-		ProbeAfter:       b.ProbeAfter.Duration,
 		Latency:          latency,
 	})
 	bal := &balancing{
 		stats:    stats,
-		picker:   routing.NewFallbackPicker(cfg, stats),
 		observer: stats,
 		halfLife: b.HalfLife.Duration,
 	}

@@ -42,7 +42,7 @@ func run(ctx context.Context, path string, logger *slog.Logger) error {
 		return err
 	}
 	// Latency-weighted balancing (balancing.go): observations from ext_proc feed the
-	// endpoint statistics, which drive the provider picker and the published weights.
+	// endpoint statistics, which drive the published weights.
 	// The model router reads the same latency statistics (ledger.go).
 	latency := routing.NewLatencyStats(cfg.Balancing.HalfLife.Duration, nil)
 	bal, err := newBalancing(cfg, logger, reg, xdsSrv, latency)
@@ -135,7 +135,7 @@ func newExtProc(cfg *config.Config, logger *slog.Logger,
 	reg prometheus.Registerer, bal *balancing, respCache *cache.Cache,
 	sem extproc.SemanticOptions, acct *accounting) (*grpc.Server, error) {
 	ep, err := extproc.New(extproc.Options{Config: cfg, Logger: logger, Registerer: reg,
-		Picker: bal.picker, Observer: bal.observer, Cache: respCache, Semantic: sem,
+		Observer: bal.observer, Cache: respCache, Semantic: sem,
 		Ledger: acct.ledger, Router: acct.router})
 	if err != nil {
 		return nil, fmt.Errorf("ext_proc server: %w", err)

@@ -73,13 +73,10 @@ type Balancing struct {
 	ErrorPenalty float64 `yaml:"error_penalty"`
 	// RateLimitPenalty multiplies the 429 share into the cost. Default 2.
 	RateLimitPenalty float64 `yaml:"rate_limit_penalty"`
-	// FailureThreshold is the number of consecutive failed answers (5xx, resets, connect
-	// failures) after which the ext_proc server takes a provider out of use while another
-	// provider serves the model. Default 3.
+	// FailureThreshold is the number of consecutive failed answers (5xx) after which a
+	// provider is reported down (metric phogate_balancer_provider_up). Requests keep
+	// reaching the other providers through Envoy's retries either way. Default 3.
 	FailureThreshold int `yaml:"failure_threshold"`
-	// ProbeAfter is how long a provider stays out of use before one request probes it again.
-	// Default 10s.
-	ProbeAfter Duration `yaml:"probe_after"`
 }
 
 // Balancing defaults.
@@ -94,7 +91,6 @@ const (
 	DefaultErrorPenalty        = 4
 	DefaultRateLimitPenalty    = 2
 	DefaultFailureThreshold    = 3
-	DefaultProbeAfter          = 10 * time.Second
 )
 
 func (x *Balancing) applyDefaults(c *Config) {
@@ -108,7 +104,6 @@ func (x *Balancing) applyDefaults(c *Config) {
 	setDefault(&x.ErrorPenalty, DefaultErrorPenalty)
 	setDefault(&x.RateLimitPenalty, DefaultRateLimitPenalty)
 	setDefault(&x.FailureThreshold, DefaultFailureThreshold)
-	setDefault(&x.ProbeAfter.Duration, DefaultProbeAfter)
 }
 
 func (x *Balancing) validate(v *validator, c *Config) {
@@ -139,8 +134,5 @@ func (x *Balancing) validate(v *validator, c *Config) {
 	}
 	if x.FailureThreshold < 1 {
 		v.errorf("balancing.failure_threshold", "must be at least 1")
-	}
-	if x.ProbeAfter.Duration <= 0 {
-		v.errorf("balancing.probe_after", "must be positive")
 	}
 }

@@ -353,6 +353,19 @@ func (c *Config) ProvidersFor(model string) []*Provider {
 	return out
 }
 
+// PrimaryProvidersFor returns the providers of model with the lowest priority value, in
+// file order: they share the model's traffic, and the others stand behind them as
+// fallbacks.
+func (c *Config) PrimaryProvidersFor(model string) []*Provider {
+	all := c.ProvidersFor(model)
+	for i, p := range all {
+		if p.Priority != all[0].Priority {
+			return all[:i]
+		}
+	}
+	return all
+}
+
 // Serves reports whether the provider serves model, and under which upstream name.
 func (p *Provider) Serves(model string) bool {
 	_, ok := p.ModelFor(model)
@@ -389,6 +402,15 @@ func (p *Provider) Host() string {
 		return ""
 	}
 	return p.parsed.Hostname()
+}
+
+// HostHeader is the Host header the provider expects: the base URL's host, with its port
+// when the URL names one, as an HTTP client would send it.
+func (p *Provider) HostHeader() string {
+	if p.parsed == nil {
+		return ""
+	}
+	return p.parsed.Host
 }
 
 // defaultEndpoint derives host:port from the base URL.

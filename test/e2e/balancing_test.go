@@ -3,10 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/phochat/phogate/test/fakeprovider"
 )
@@ -124,9 +128,11 @@ balancing:
 	}
 }
 
-// When the primary provider fails every request, the ext_proc server takes it out of use
-// after balancing.failure_threshold failures and every later request succeeds through the
-// fallback provider, which names the model differently.
+// When one provider of a model fails entirely, every request still succeeds: Envoy retries
+// a failed attempt on the model cluster's next priority, the other provider, and the
+// upstream filter makes that provider's rewrites (path, credential, model name) for the
+// retry. First the provider answers every call with 500, then it stops accepting
+// connections.
 func TestBalancingProviderFallback(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), defaultTestTimeout)
 	defer cancel()
@@ -136,39 +142,73 @@ func TestBalancingProviderFallback(t *testing.T) {
 balancing:
   enabled: true
   failure_threshold: 2
-  probe_after: 10m
 `,
-		Env: []string{"E2E_ALPHA_KEY=sk-alpha", "E2E_BETA_KEY=sk-beta"},
+		Env: providerKeys,
 	})
 	client := newClient(s)
 	if _, err := client.Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "Say hello")); err != nil {
 		t.Fatalf("chat completion before the failure: %v", err)
 	}
 
-	fakes.servers["alpha"].SetBehavior(fakeprovider.Behavior{ErrorRate: 1})
-	down := func() bool {
-		v, ok := metricValue(t, s, "phogate_balancer_provider_up", `provider="alpha"`)
-		return ok && v == 0
-	}
-	failed := chatUntil(ctx, t, s, "gpt-4o-mini", down)
-	if failed > 2 {
-		t.Errorf("%d requests failed before alpha was taken out of use, want at most 2", failed)
+	// served sends n requests, every second one streamed, and checks that each succeeds
+	// and was answered by beta under its own model name.
+	served := func(phase string, n int) {
+		t.Helper()
+		beta0 := fakes.servers["beta"].Calls()
+		for i := range n {
+			var resp *http.Response
+			model := ""
+			if i%2 == 0 {
+				got, err := client.Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "Say hello"),
+					option.WithResponseInto(&resp))
+				if err != nil {
+					t.Fatalf("%s: request %d: %v", phase, i, err)
+				}
+				model = got.Model
+			} else {
+				stream := client.Chat.Completions.NewStreaming(ctx, chatParams("gpt-4o-mini", "Say hello"),
+					option.WithResponseInto(&resp))
+				var acc openai.ChatCompletionAccumulator
+				for stream.Next() {
+					acc.AddChunk(stream.Current())
+				}
+				if err := stream.Err(); err != nil {
+					t.Fatalf("%s: streamed request %d: %v", phase, i, err)
+				}
+				model = acc.Model
+			}
+			if model != "gpt-4o-mini-2024-07-18" || resp.Header.Get("x-phogate-provider") != "beta" {
+				t.Errorf("%s: request %d answered by model %q, provider %q; want beta's "+
+					"gpt-4o-mini-2024-07-18", phase, i, model, resp.Header.Get("x-phogate-provider"))
+			}
+		}
+		if got := fakes.servers["beta"].Calls() - beta0; got != int64(n) {
+			t.Errorf("%s: beta served %d of %d requests, want all", phase, got, n)
+		}
 	}
 
-	beta0 := fakes.servers["beta"].Calls()
-	const n = 20
-	for i := range n {
-		got, err := client.Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "Say hello"))
-		if err != nil {
-			t.Fatalf("request %d after alpha failed: %v", i, err)
+	fakes.servers["alpha"].SetBehavior(fakeprovider.Behavior{ErrorRate: 1})
+	alpha0 := fakes.servers["alpha"].Calls()
+	served("alpha answers 500", 20)
+	if fakes.servers["alpha"].Calls() == alpha0 {
+		t.Error("no request tried alpha first; the fallback was not exercised")
+	}
+	// The balancer publishes provider health once per interval.
+	for {
+		if v, ok := metricValue(t, s, "phogate_balancer_provider_up", `provider="alpha"`); ok && v == 0 {
+			break
 		}
-		// beta names the model differently; the request body was rewritten for it.
-		if got.Model != "gpt-4o-mini-2024-07-18" {
-			t.Errorf("request %d answered by model %q, want beta's gpt-4o-mini-2024-07-18", i,
-				got.Model)
+		select {
+		case <-ctx.Done():
+			t.Fatal("phogate_balancer_provider_up{alpha} never became 0")
+		case <-time.After(balancingPollInterval):
 		}
 	}
-	if got := fakes.servers["beta"].Calls() - beta0; got != n {
-		t.Errorf("beta served %d of %d requests, want all", got, n)
+	if v, ok := metricValue(t, s, "phogate_extproc_upstream_attempts_total",
+		`code="500"`, `provider="alpha"`); !ok || v == 0 {
+		t.Errorf("upstream_attempts_total{alpha,500} = %v, %v; want the failed attempts", v, ok)
 	}
+
+	fakes.runners["alpha"].Close()
+	served("alpha refuses connections", 20)
 }

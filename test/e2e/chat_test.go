@@ -83,7 +83,7 @@ func TestChatNonStreaming(t *testing.T) {
 	if n := fakes.servers["alpha"].Calls(); n != 1 {
 		t.Errorf("alpha calls = %d, want 1", n)
 	}
-	assertServedBy(t, s, resp.Header.Get("x-request-id"), "provider_alpha")
+	assertServedBy(t, s, resp.Header.Get("x-request-id"), "model_gpt-4o-mini_via_alpha")
 	assertMetric(t, s, `phogate_extproc_tokens_total{direction="input",model="gpt-4o-mini"} 6`)
 }
 

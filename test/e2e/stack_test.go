@@ -53,12 +53,14 @@ func phogateBinary(t *testing.T) string {
 type fakeSet struct {
 	servers map[string]*fakeprovider.Server
 	addrs   map[string]string
+	runners map[string]*fakeprovider.Running
 }
 
 // startFakes starts one fake provider per name on a loopback port.
 func startFakes(t *testing.T, names ...string) *fakeSet {
 	t.Helper()
-	fs := &fakeSet{servers: map[string]*fakeprovider.Server{}, addrs: map[string]string{}}
+	fs := &fakeSet{servers: map[string]*fakeprovider.Server{}, addrs: map[string]string{},
+		runners: map[string]*fakeprovider.Running{}}
 	for _, n := range names {
 		s := fakeprovider.New(fakeprovider.Options{Name: n})
 		r, err := fakeprovider.Listen(t.Context(), "127.0.0.1:0", s)
@@ -68,6 +70,7 @@ func startFakes(t *testing.T, names ...string) *fakeSet {
 		t.Cleanup(func() { r.Close() })
 		fs.servers[n] = s
 		fs.addrs[n] = r.Addr()
+		fs.runners[n] = r
 	}
 	return fs
 }

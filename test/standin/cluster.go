@@ -17,6 +17,7 @@ type host struct {
 	addr     string
 	weight   float64
 	priority uint32
+	metadata *v3corepb.Metadata // the endpoint's metadata (LbEndpoint.metadata)
 	// healthy is the EDS health_status of the host (and a weight above 0).
 	healthy atomic.Bool
 	// health is the host's active health check and outlier state (health.go); nil when the
@@ -58,6 +59,7 @@ func (c *upstreamCluster) addLocality(le *v3endpointpb.LocalityLbEndpoints) {
 			addr:     net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
 			weight:   endpointWeight(e),
 			priority: le.GetPriority(),
+			metadata: e.GetMetadata(),
 		}
 		if c.cfg.localityWeighted {
 			h.weight = float64(le.GetLoadBalancingWeight().GetValue()) * h.weight / sum
@@ -78,13 +80,19 @@ func endpointWeight(e *v3endpointpb.LbEndpoint) float64 {
 }
 
 // pick chooses a healthy host by smooth weighted round robin in the lowest priority that has
-// a healthy host. Hosts in exclude are skipped when another candidate exists
-// (retry_host_predicate previous_hosts). It returns nil when no host is healthy.
+// a healthy host. Priorities in skip are passed over while another priority has a healthy
+// host (retry_priority previous_priorities). Hosts in exclude are skipped when another
+// candidate exists (retry_host_predicate previous_hosts). It returns nil when no host is
+// healthy.
 //
 // TODO: priority spill-over by overprovisioning factor is not emulated; traffic moves to the
 // next priority only when a priority has no healthy host at all.
-func (c *upstreamCluster) pick(exclude map[string]bool) *host {
-	cands := c.candidates()
+func (c *upstreamCluster) pick(exclude map[string]bool, skip map[uint32]bool) *host {
+	cands := c.candidates(skip)
+	if len(cands) == 0 && len(skip) > 0 {
+		// Every priority was tried: previous_priorities starts over.
+		cands = c.candidates(nil)
+	}
 	if len(cands) == 0 {
 		return nil
 	}
@@ -106,12 +114,12 @@ func (c *upstreamCluster) pick(exclude map[string]bool) *host {
 	return best
 }
 
-func (c *upstreamCluster) candidates() []*host {
+func (c *upstreamCluster) candidates(skip map[uint32]bool) []*host {
 	var out []*host
 	var prio uint32
 	now := time.Now()
 	for _, h := range c.hosts {
-		if !h.healthy.Load() || h.health != nil && !h.health.usable(now) {
+		if !h.healthy.Load() || h.health != nil && !h.health.usable(now) || skip[h.priority] {
 			continue
 		}
 		switch {

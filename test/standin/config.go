@@ -3,7 +3,6 @@ package standin
 import (
 	"errors"
 	"fmt"
-	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"net"
 	"regexp"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	v3clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	v3listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	v3routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	v3extprocpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -31,6 +31,7 @@ const (
 
 	routerTypeURL  = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 	extProcTypeURL = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+	codecTypeURL   = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 )
 
 // listenerConfig is a compiled LDS Listener.
@@ -96,8 +97,11 @@ type retryPolicy struct {
 	numRetries    int
 	statusCodes   map[int]bool
 	previousHosts bool
-	resetHeaders  []string      // rate_limited_retry_back_off SECONDS headers
-	resetMax      time.Duration // rate_limited_retry_back_off max_interval
+	// previousPriorities is the previous_priorities retry priority: a retry goes to a
+	// priority not tried yet, and to all again once every one was tried.
+	previousPriorities bool
+	resetHeaders       []string      // rate_limited_retry_back_off SECONDS headers
+	resetMax           time.Duration // rate_limited_retry_back_off max_interval
 }
 
 // clusterConfig is a compiled CDS Cluster.
@@ -111,6 +115,9 @@ type clusterConfig struct {
 	inline           *v3clusterpb.Cluster // for STATIC/STRICT_DNS load_assignment
 	health           *healthConfig        // active TCP health check; nil = none
 	outlier          *outlierConfig       // outlier detection; nil = none
+	// upstreamFilters are the cluster's upstream ext_proc filters, run on every attempt
+	// before the upstream codec (HttpProtocolOptions.http_filters).
+	upstreamFilters []*extProcConfig
 }
 
 func compileCluster(c *v3clusterpb.Cluster) (*clusterConfig, error) {
@@ -135,11 +142,47 @@ func compileCluster(c *v3clusterpb.Cluster) (*clusterConfig, error) {
 			return nil, fmt.Errorf("cluster %q: protocol options: %w", c.GetName(), err)
 		}
 		cc.http2 = po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
+		filters, err := compileUpstreamFilters(po.GetHttpFilters())
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", c.GetName(), err)
+		}
+		cc.upstreamFilters = filters
 	}
 	cc.localityWeighted = c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
 	cc.health = compileHealth(c)
 	cc.outlier = compileOutlier(c)
 	return cc, nil
+}
+
+// compileUpstreamFilters compiles a cluster's upstream HTTP filters: ext_proc filters and
+// the upstream codec, which must be last.
+func compileUpstreamFilters(filters []*v3hcmpb.HttpFilter) ([]*extProcConfig, error) {
+	var out []*extProcConfig
+	for i, f := range filters {
+		switch f.GetTypedConfig().GetTypeUrl() {
+		case codecTypeURL:
+			if i != len(filters)-1 {
+				return nil, fmt.Errorf("upstream codec filter %q is not last", f.GetName())
+			}
+		case extProcTypeURL:
+			var ep v3extprocpb.ExternalProcessor
+			if err := f.GetTypedConfig().UnmarshalTo(&ep); err != nil {
+				return nil, fmt.Errorf("upstream ext_proc %q: %w", f.GetName(), err)
+			}
+			c, err := compileExtProc(&ep)
+			if err != nil {
+				return nil, fmt.Errorf("upstream ext_proc %q: %w", f.GetName(), err)
+			}
+			out = append(out, c)
+		default:
+			return nil, fmt.Errorf("unsupported upstream http filter %q (%s)",
+				f.GetName(), f.GetTypedConfig().GetTypeUrl())
+		}
+	}
+	if len(filters) > 0 && filters[len(filters)-1].GetTypedConfig().GetTypeUrl() != codecTypeURL {
+		return nil, errors.New("the last upstream http filter must be the upstream codec")
+	}
+	return out, nil
 }
 
 func compileListener(l *v3listenerpb.Listener) (*listenerConfig, error) {
@@ -324,6 +367,11 @@ func compileRetry(rp *v3routepb.RetryPolicy) *retryPolicy {
 			strings.HasSuffix(hp.GetTypedConfig().GetTypeUrl(), "PreviousHostsPredicate") {
 			p.previousHosts = true
 		}
+	}
+	// TODO: only update_frequency 1 is emulated: every attempt's priority is excluded.
+	if rpp := rp.GetRetryPriority(); rpp.GetName() == "envoy.retry_priorities.previous_priorities" ||
+		strings.HasSuffix(rpp.GetTypedConfig().GetTypeUrl(), "PreviousPrioritiesConfig") {
+		p.previousPriorities = true
 	}
 	compileResetHeaders(p, rp.GetRateLimitedRetryBackOff())
 	return p

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,7 +99,7 @@ func (f *procFilter) open(ctx context.Context) error {
 	if uc == nil {
 		return status.Errorf(codes.Internal, "ext_proc cluster %q not found", f.cfg.cluster)
 	}
-	h := uc.pick(nil)
+	h := uc.pick(nil, nil)
 	if h == nil {
 		return status.Errorf(codes.Unavailable, "ext_proc cluster %q has no healthy host", f.cfg.cluster)
 	}
@@ -321,6 +322,10 @@ func (f *procFilter) applyCommon(cr *v3procservicepb.CommonResponse, h *headerMa
 }
 
 func (f *procFilter) maybeClearRouteCache(cr *v3procservicepb.CommonResponse) {
+	if f.x.inUpstream {
+		// An upstream filter runs after routing; Envoy ignores the flag there (§1.7).
+		return
+	}
 	hasMutation := cr.GetHeaderMutation() != nil
 	switch f.cfg.routeCacheAction {
 	case v3extprocpb.ExternalProcessor_RETAIN:
@@ -381,12 +386,23 @@ func toProtoHeaders(h headerMap) *v3corepb.HeaderMap {
 	return out
 }
 
-// attribute evaluates a plain attribute path (§2.3). Anything else is absent, as a failed
-// CEL expression is in Envoy.
+// hostMetadataExpr is the one CEL selection the stand-in evaluates: a string in the picked
+// endpoint's filter metadata.
+var hostMetadataExpr = regexp.MustCompile(`^xds\.upstream_host_metadata\.filter_metadata\['([^']*)'\]\['([^']*)'\]$`)
+
+// attribute evaluates a plain attribute path, or a key of the upstream host's filter
+// metadata (§2.3). Anything else is absent, as a failed CEL expression is in Envoy.
 //
 // TODO: general CEL expressions (request.headers['x'], arithmetic) are not evaluated, so
 // they reach the processor as absent attributes where Envoy would send their values.
 func (x *exchange) attribute(path string) (*structpb.Value, bool) {
+	if m := hostMetadataExpr.FindStringSubmatch(path); m != nil {
+		if x.host == nil {
+			return nil, false
+		}
+		v, ok := x.host.metadata.GetFilterMetadata()[m[1]].GetFields()[m[2]]
+		return v, ok
+	}
 	str := func(s string, ok bool) (*structpb.Value, bool) { return structpb.NewStringValue(s), ok }
 	switch path {
 	case "request.path":
@@ -418,6 +434,9 @@ func (x *exchange) attribute(path string) (*structpb.Value, bool) {
 			return nil, false
 		}
 		return str(x.vh.name, true)
+	case "xds.upstream_host_metadata":
+		// A message becomes its text form (§2.3); the stand-in does not build that.
+		return nil, false
 	case "response.code":
 		if x.respStatus == 0 {
 			return nil, false

@@ -21,6 +21,8 @@ type exchange struct {
 	route      *route // cached route; re-matched only on clear_route_cache (§1.7)
 	cluster    string // cluster chosen when the route was matched
 	upstream   string // host:port of the upstream attempt, once known
+	host       *host  // the host of the upstream attempt, once picked
+	inUpstream bool   // the exchange of one attempt's upstream filters
 	respStatus int    // :status of the response being encoded
 	filters    []*procFilter
 }
@@ -30,6 +32,24 @@ type response struct {
 	headers headerMap  // includes :status
 	body    bodySource // nil when the headers end the stream
 	done    func()     // releases upstream resources; may be nil
+}
+
+// onDone adds f to what releasing the response does.
+func (r *response) onDone(f func()) {
+	prev := r.done
+	r.done = func() {
+		if prev != nil {
+			prev()
+		}
+		f()
+	}
+}
+
+// close releases the response's resources.
+func (r *response) close() {
+	if r.done != nil {
+		r.done()
+	}
 }
 
 func (r *response) status() int {

@@ -3,8 +3,8 @@ package standin
 import (
 	"context"
 	"net"
-	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -246,12 +246,12 @@ func (c *upstreamCluster) mayEject(now time.Time) bool {
 // retryAfter reads the wait a rate-limited answer asks for through the policy's
 // rate_limited_retry_back_off reset headers (SECONDS format only), capped at its
 // max_interval; ok is false when the policy or the answer has none.
-func (rp *retryPolicy) retryAfter(resp *http.Response) (time.Duration, bool) {
-	if resp == nil || len(rp.resetHeaders) == 0 {
+func (rp *retryPolicy) retryAfter(h headerMap) (time.Duration, bool) {
+	if len(rp.resetHeaders) == 0 {
 		return 0, false
 	}
 	for _, name := range rp.resetHeaders {
-		v := resp.Header.Get(name)
+		v := h.value(strings.ToLower(name))
 		if v == "" {
 			continue
 		}

@@ -187,34 +187,39 @@ func (x *exchange) forward(ctx context.Context, body bodySource) *response {
 // attempts runs the first try and the retries of the route's retry policy.
 func (x *exchange) attempts(ctx context.Context, uc *upstreamCluster, data []byte) *response {
 	tried := map[string]bool{}
+	triedPrio := map[uint32]bool{}
 	rp := x.route.retry
 	for try := 0; ; try++ {
 		var exclude map[string]bool
+		var skip map[uint32]bool
 		if rp != nil && rp.previousHosts {
 			exclude = tried
 		}
-		h := uc.pick(exclude)
+		if rp != nil && rp.previousPriorities {
+			skip = triedPrio
+		}
+		h := uc.pick(exclude, skip)
 		if h == nil {
 			return newLocalReply(503, "no healthy upstream", "no_healthy_upstream").response()
 		}
-		tried[h.addr] = true
-		x.upstream = h.addr
-		resp, err := x.try(ctx, uc, h, data)
+		tried[h.addr], triedPrio[h.priority] = true, true
+		x.upstream, x.host = h.addr, h
+		resp, upstreamStatus, err := x.attempt(ctx, uc, h, data)
 		status := 0
 		if err == nil {
-			status = resp.StatusCode
+			status = resp.status()
 		}
-		x.px.recordServed(Served{RequestID: x.requestID, Cluster: x.cluster, Endpoint: h.addr, Status: status})
-		if err == nil || ctx.Err() == nil {
-			uc.recordOutcome(h, status, time.Now())
+		x.px.recordServed(Served{RequestID: x.requestID, Cluster: x.cluster, Endpoint: h.addr, Status: upstreamStatus})
+		if upstreamStatus >= 0 && (err == nil || ctx.Err() == nil) {
+			uc.recordOutcome(h, upstreamStatus, time.Now())
 		}
-		if rp != nil && try < rp.numRetries && ctx.Err() == nil && rp.retriable(resp, err) {
+		if rp != nil && try < rp.numRetries && ctx.Err() == nil && rp.retriable(status, err) {
 			wait := backoffDelay(try)
-			if d, ok := rp.retryAfter(resp); ok {
-				wait = d
-			}
 			if resp != nil {
-				resp.Body.Close()
+				if d, ok := rp.retryAfter(resp.headers); ok {
+					wait = d
+				}
+				resp.close()
 			}
 			x.px.stats.retries.Add(1)
 			if !sleepCtx(ctx, wait) {
@@ -222,25 +227,95 @@ func (x *exchange) attempts(ctx context.Context, uc *upstreamCluster, data []byt
 			}
 			continue
 		}
-		return x.upstreamResponse(ctx, resp, err)
+		if err != nil {
+			return upstreamError(ctx, err)
+		}
+		return resp
 	}
 }
 
-func (x *exchange) try(ctx context.Context, uc *upstreamCluster, h *host, data []byte) (*http.Response, error) {
+// attempt sends one upstream request to h: through the cluster's upstream filters, if any,
+// then to the host, and the response back through those filters. upstreamStatus is the
+// host's own status, 0 after a reset or connect failure, and -1 when an upstream filter
+// answered without reaching the host.
+func (x *exchange) attempt(ctx context.Context, uc *upstreamCluster, h *host, data []byte,
+) (resp *response, upstreamStatus int, err error) {
+	hdrs := x.upstreamHeaders()
+	var ax *exchange
+	if len(uc.cfg.upstreamFilters) > 0 {
+		var lr *response
+		ax = x.upstreamExchange(hdrs, uc)
+		if data, lr = ax.decodeUpstream(ctx, data); lr != nil {
+			lr.onDone(ax.closeFilters)
+			return lr, -1, nil
+		}
+		hdrs = ax.headers
+	}
 	x.px.stats.upstream.Add(1)
-	req, err := x.upstreamRequest(ctx, h, data)
+	req, err := upstreamRequest(ctx, h, hdrs, data)
+	if err == nil {
+		t := x.px.h1
+		if uc.cfg.http2 {
+			t = x.px.h2c
+		}
+		var hr *http.Response
+		if hr, err = t.RoundTrip(req); err == nil {
+			resp, upstreamStatus = toResponse(hr, hdrs.value(":method")), hr.StatusCode
+		}
+	}
+	if ax == nil {
+		return resp, upstreamStatus, err
+	}
 	if err != nil {
-		return nil, err
+		// A reset or connect failure never reaches the upstream filters' encode path.
+		ax.closeFilters()
+		return nil, 0, err
 	}
-	t := x.px.h1
-	if uc.cfg.http2 {
-		t = x.px.h2c
-	}
-	return t.RoundTrip(req)
+	resp = ax.encode(ctx, resp, len(ax.filters))
+	resp.onDone(ax.closeFilters)
+	return resp, upstreamStatus, nil
 }
 
-func (x *exchange) upstreamRequest(ctx context.Context, h *host, data []byte) (*http.Request, error) {
-	path := x.headers.value(":path")
+// upstreamExchange is the state of one attempt's upstream filter chain: a copy of the
+// request as the router sends it, with the cluster's filters.
+func (x *exchange) upstreamExchange(hdrs headerMap, uc *upstreamCluster) *exchange {
+	ax := &exchange{px: x.px, st: x.st, lc: x.lc, headers: hdrs, requestID: x.requestID,
+		rc: x.rc, vh: x.vh, route: x.route, cluster: x.cluster, upstream: x.upstream,
+		host: x.host, inUpstream: true}
+	for _, c := range uc.cfg.upstreamFilters {
+		ax.filters = append(ax.filters, newProcFilter(ax, c))
+	}
+	return ax
+}
+
+// decodeUpstream runs the upstream filters' decode path over the buffered request body. A
+// local reply from a filter goes back through the encode path of the filters before it.
+func (x *exchange) decodeUpstream(ctx context.Context, data []byte) ([]byte, *response) {
+	var body bodySource
+	if len(data) > 0 {
+		body = &bytesSource{data: data}
+	}
+	for i, f := range x.filters {
+		if lr := f.decodeHeaders(ctx, body == nil); lr != nil {
+			return nil, x.encode(ctx, lr.response(), i+1)
+		}
+		var lr *localReply
+		if body, lr = f.decodeBody(ctx, body); lr != nil {
+			return nil, x.encode(ctx, lr.response(), i+1)
+		}
+	}
+	out, _, err := readAll(body, 0)
+	if err != nil {
+		return nil, newLocalReply(500, "", "upstream_filter_body_error").response()
+	}
+	return out, nil
+}
+
+// upstreamHeaders is the request as the router sends it upstream: the route's path and
+// host rewrites and header additions applied to the filters' headers.
+func (x *exchange) upstreamHeaders() headerMap {
+	hdrs := x.headers.clone()
+	path := hdrs.value(":path")
 	if r := x.route; r.prefixRewrite != "" && !r.hasPath && strings.HasPrefix(path, r.prefix) {
 		path = r.prefixRewrite + path[len(r.prefix):]
 	} else if r.regexRewrite != nil {
@@ -251,12 +326,7 @@ func (x *exchange) upstreamRequest(ctx context.Context, h *host, data []byte) (*
 			path += "?" + q
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, x.headers.value(":method"), "http://"+h.addr+path,
-		bytes.NewReader(data))
-	if err != nil {
-		return nil, err
-	}
-	hdrs := x.headers.clone()
+	hdrs.set(":path", path)
 	for _, k := range x.route.removeHeaders {
 		hdrs.del(strings.ToLower(k))
 	}
@@ -267,14 +337,23 @@ func (x *exchange) upstreamRequest(ctx context.Context, h *host, data []byte) (*
 			hdrs.set(o.key, o.value)
 		}
 	}
-	req.Header = hdrs.toHTTPHeader()
-	req.Header.Set("X-Forwarded-Proto", x.headers.value(":scheme"))
-	req.Host = x.headers.value(":authority")
 	if x.route.hostRewrite != "" {
-		req.Host = x.route.hostRewrite
+		hdrs.set(":authority", x.route.hostRewrite)
 	}
+	return hdrs
+}
+
+func upstreamRequest(ctx context.Context, h *host, hdrs headerMap, data []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, hdrs.value(":method"), "http://"+h.addr+hdrs.value(":path"),
+		bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = hdrs.toHTTPHeader()
+	req.Header.Set("X-Forwarded-Proto", hdrs.value(":scheme"))
+	req.Host = hdrs.value(":authority")
 	req.ContentLength = int64(len(data))
-	if _, ok := x.headers.get("content-length"); !ok && len(data) > 0 {
+	if _, ok := hdrs.get("content-length"); !ok && len(data) > 0 {
 		req.ContentLength = -1 // the client sent no length; keep it chunked
 	}
 	if len(data) == 0 {
@@ -283,24 +362,26 @@ func (x *exchange) upstreamRequest(ctx context.Context, h *host, data []byte) (*
 	return req, nil
 }
 
-// upstreamResponse converts the final attempt into a response or a local reply.
-func (x *exchange) upstreamResponse(ctx context.Context, resp *http.Response, err error) *response {
-	if err != nil {
-		if ctx.Err() != nil {
-			return newLocalReply(504, "upstream request timeout", "upstream_response_timeout").response()
-		}
-		return newLocalReply(503, "upstream connect error or disconnect/reset before headers. "+
-			"reset reason: "+resetReason(err), "upstream_reset_before_response_started").response()
-	}
+// toResponse converts an upstream answer into a response on the encode path.
+func toResponse(resp *http.Response, method string) *response {
 	h := headerMap{{":status", strconv.Itoa(resp.StatusCode)}}
 	appendHTTPHeader(&h, resp.Header)
 	out := &response{headers: h, done: func() { resp.Body.Close() }}
 	noBody := resp.ContentLength == 0 || resp.StatusCode == http.StatusNoContent ||
-		resp.StatusCode == http.StatusNotModified || x.headers.value(":method") == http.MethodHead
+		resp.StatusCode == http.StatusNotModified || method == http.MethodHead
 	if !noBody {
 		out.body = &readerSource{r: resp.Body, remaining: resp.ContentLength}
 	}
 	return out
+}
+
+// upstreamError is the local reply after the last attempt failed without a response.
+func upstreamError(ctx context.Context, err error) *response {
+	if ctx.Err() != nil {
+		return newLocalReply(504, "upstream request timeout", "upstream_response_timeout").response()
+	}
+	return newLocalReply(503, "upstream connect error or disconnect/reset before headers. "+
+		"reset reason: "+resetReason(err), "upstream_reset_before_response_started").response()
 }
 
 // expandEnvoySubst turns Envoy's \1 capture references into Go's "${1}".
@@ -333,14 +414,14 @@ func isConnectFailure(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
-// retriable applies retry_on: 5xx (also resets and connect failures), gateway-error,
-// reset, connect-failure and retriable-status-codes.
-func (rp *retryPolicy) retriable(resp *http.Response, err error) bool {
+// retriable applies retry_on to an attempt's status (after the upstream filters) or error:
+// 5xx (also resets and connect failures), gateway-error, reset, connect-failure and
+// retriable-status-codes.
+func (rp *retryPolicy) retriable(s int, err error) bool {
 	if err != nil {
 		return rp.on["5xx"] || rp.on["gateway-error"] || rp.on["reset"] ||
 			rp.on["connect-failure"] && isConnectFailure(err)
 	}
-	s := resp.StatusCode
 	return rp.on["5xx"] && s >= 500 ||
 		rp.on["gateway-error"] && (s == 502 || s == 503 || s == 504) ||
 		rp.on["retriable-status-codes"] && rp.statusCodes[s]
