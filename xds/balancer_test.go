@@ -297,12 +297,14 @@ func TestBalancersShareSteps(t *testing.T) {
 	}
 }
 
-// BenchmarkBuildPublishScale builds and publishes 1,000 provider clusters with 10
-// endpoints each (10,000 endpoints), changing one endpoint weight per iteration, as the
-// balancer does every interval.
+// BenchmarkBuildPublishScale builds and publishes the resources of 500 providers with 10
+// endpoints each, serving 250 models two providers apiece: 500 provider clusters and 500
+// model clusters (each with both providers' 20 endpoints, one per priority), so 1,000
+// clusters with 15,000 endpoints, 10,000 of them in model clusters. It changes one endpoint
+// weight per iteration, as the balancer does every interval.
 func BenchmarkBuildPublishScale(b *testing.B) {
-	const clusters, perCluster = 1000, 10
-	cfg := scaleConfig(b, clusters, perCluster)
+	const providers, perProvider = 500, 10
+	cfg := scaleConfig(b, providers, perProvider)
 	ctx := b.Context()
 	weights := map[string]map[string]uint32{}
 
@@ -342,18 +344,23 @@ func BenchmarkBuildPublishScale(b *testing.B) {
 	runtime.KeepAlive(srv)
 }
 
-func scaleConfig(tb testing.TB, clusters, perCluster int) *config.Config {
+// scaleConfig has the given number of providers (an even number) with perProvider
+// endpoints each; providers 2k and 2k+1 serve model mk.
+func scaleConfig(tb testing.TB, providers, perProvider int) *config.Config {
 	tb.Helper()
 	var y []byte
 	y = append(y, "providers:\n"...)
-	for c := range clusters {
-		y = fmt.Appendf(y, "  - name: p%d\n    base_url: http://10.%d.%d.1:1/v1\n    models: [m]\n"+
-			"    endpoints:\n", c, c/250, c%250)
-		for e := range perCluster {
+	for c := range providers {
+		y = fmt.Appendf(y, "  - name: p%d\n    base_url: http://10.%d.%d.1:1/v1\n    models: [m%d]\n"+
+			"    endpoints:\n", c, c/250, c%250, c/2)
+		for e := range perProvider {
 			y = fmt.Appendf(y, "      - 10.%d.%d.%d:1\n", c/250, c%250, e+1)
 		}
 	}
-	y = append(y, "models:\n  - name: m\n"...)
+	y = append(y, "models:\n"...)
+	for m := range providers / 2 {
+		y = fmt.Appendf(y, "  - name: m%d\n", m)
+	}
 	cfg, err := config.Parse(y)
 	if err != nil {
 		tb.Fatal(err)
