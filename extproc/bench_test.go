@@ -12,6 +12,9 @@ import (
 	"time"
 
 	v3procservicepb "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/phochat/phogate/internal/routeheaders"
 )
 
 // BenchmarkRequestPath drives whole requests through a real loopback gRPC connection, as Envoy
@@ -123,6 +126,52 @@ func benchOne(env *testEnv, body, mode, jsonAnswer string, sse []string) error {
 	}
 	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("stream end = %v, want EOF", err)
+	}
+	return nil
+}
+
+// BenchmarkUpstreamAttempt drives the stream of one upstream attempt, as the model
+// cluster's filter does for every try: request headers, the buffered body (the provider
+// renames the model) and the response headers. It reports the p50 and p99 of one attempt's
+// ext_proc round trips, which come on top of BenchmarkRequestPath for every request that
+// goes upstream.
+func BenchmarkUpstreamAttempt(b *testing.B) {
+	env := newTestEnvLevel(b, slog.LevelInfo)
+	body := `{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},` +
+		`{"role":"user","content":"` + strings.Repeat("Tell me about gateways. ", 40) + `"}]}`
+	var durs []time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if err := benchAttempt(env, body); err != nil {
+			b.Fatal(err)
+		}
+		durs = append(durs, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, durs)
+}
+
+func benchAttempt(env *testEnv, body string) error {
+	ctx, cancel := benchContext()
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, routeheaders.FilterPhase, routeheaders.PhaseUpstream)
+	st, err := env.client.Process(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = st.CloseSend() }()
+	for _, req := range []*v3procservicepb.ProcessingRequest{
+		attemptHeaders("azure", "gpt-4o", len(body)), requestBody(body),
+		responseHeaders("200", "application/json"),
+	} {
+		if err := st.Send(req); err != nil {
+			return err
+		}
+		if _, err := st.Recv(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
