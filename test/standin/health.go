@@ -84,7 +84,27 @@ type hostHealth struct {
 	consecGateway  int
 	ejections      int
 	ejectedUntil   time.Time
-	stop           context.CancelFunc
+	stop           context.CancelFunc // stops the running checker; nil when none runs
+	checking       healthConfig       // the running checker's settings
+}
+
+// check makes the host's active health check follow hc: a checker starts when the cluster
+// gains a health check, restarts when its settings change and stops when it goes away. The
+// host's health state carries over. Callers hold the registry lock.
+func (h *hostHealth) check(ctx context.Context, hc *healthConfig, addr string) {
+	if h.stop != nil && hc != nil && h.checking == *hc {
+		return
+	}
+	if h.stop != nil {
+		h.stop()
+		h.stop = nil
+	}
+	if hc == nil {
+		return
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	h.stop, h.checking = cancel, *hc
+	go runTCPCheck(cctx, hc, addr, h)
 }
 
 // usable reports whether the host passes its health check and is not ejected at now.
@@ -127,12 +147,8 @@ func (r *healthRegistry) sync(c *upstreamCluster) {
 		hh := prev[h.addr]
 		if hh == nil {
 			hh = &hostHealth{}
-			if hc := c.cfg.health; hc != nil {
-				ctx, cancel := context.WithCancel(r.ctx)
-				hh.stop = cancel
-				go runTCPCheck(ctx, hc, h.addr, hh)
-			}
 		}
+		hh.check(r.ctx, c.cfg.health, h.addr)
 		next[h.addr] = hh
 		h.health = hh
 	}
