@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/phochat/phogate/cache"
+	"github.com/phochat/phogate/internal/config"
 	"github.com/phochat/phogate/internal/routeheaders"
 )
 
@@ -560,4 +562,18 @@ func FuzzHandle(f *testing.F) {
 		}
 		st.finish()
 	})
+}
+
+// With trusted-header identity the user id header stays with the gateway.
+func TestRoutingRemovesTrustedUserHeader(t *testing.T) {
+	cfg := testConfigParsed(t)
+	cfg.Ledger.Identity.Mode, cfg.Ledger.Identity.Header = config.IdentityTrustedHeader, "X-Phochat-User-Id"
+	env := newTestEnvOpts(t, slog.LevelWarn, Options{Config: cfg})
+	es := env.open(t)
+	es.roundTrip(postHeaders("/v1/chat/completions", len(chatBody)))
+	cr := es.roundTrip(requestBody(chatBody)).GetRequestBody().GetResponse()
+	want := []string{"authorization", routeheaders.Provider, "x-phochat-user-id"}
+	if diff := cmp.Diff(want, cr.GetHeaderMutation().GetRemoveHeaders()); diff != "" {
+		t.Errorf("removed headers (-want +got):\n%s", diff)
+	}
 }

@@ -363,13 +363,17 @@ func (st *stream) rewriteBody(body []byte) ([]byte, error) {
 }
 
 // routeMutation builds the reply that routes the request: the model header, the client's
-// credential and routing headers removed, and the new body with a matching content-length.
+// credential, routing headers and trusted user header removed, and the new body with a matching content-length.
 // clear_route_cache works only together with a header mutation in the same reply
 // (envoy-notes §1.7).
 func (st *stream) routeMutation(newBody []byte) *v3procservicepb.CommonResponse {
 	hm := &v3procservicepb.HeaderMutation{
 		SetHeaders:    []*v3corepb.HeaderValueOption{setHeader(routeheaders.Model, st.model.Name)},
 		RemoveHeaders: []string{"authorization", routeheaders.Provider},
+	}
+	if id := st.s.cfg.Ledger.Identity; id.Mode == config.IdentityTrustedHeader {
+		// The user id is the operator's business, not the provider's.
+		hm.RemoveHeaders = append(hm.RemoveHeaders, strings.ToLower(id.Header))
 	}
 	cr := &v3procservicepb.CommonResponse{HeaderMutation: hm, ClearRouteCache: true}
 	if newBody != nil {
