@@ -148,6 +148,61 @@ models:
 	}
 }
 
+// A model cluster mixing an https provider reached by name and a plain-HTTP one is a DNS
+// cluster whose TLS comes from a transport socket match on the TLS provider's endpoints.
+func TestBuildMixedModelCluster(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+providers:
+  - name: openai
+    base_url: https://api.openai.com/v1
+    models: [m]
+  - name: local
+    base_url: http://10.0.0.1:8000/v1
+    models: [{name: m, upstream_name: m-local}]
+models:
+  - name: m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Build(cfg, BuildOptions{})
+	if err != nil {
+		t.Fatalf("Build() = %v", err)
+	}
+	if err := Validate(r); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	var c *v3clusterpb.Cluster
+	for _, cl := range r.Clusters {
+		if cl.GetName() == ModelClusterName("m", "local") {
+			c = cl
+		}
+	}
+	if c == nil {
+		t.Fatalf("no cluster %s", ModelClusterName("m", "local"))
+	}
+	if c.GetType() != v3clusterpb.Cluster_STRICT_DNS || c.GetTransportSocket() != nil {
+		t.Errorf("type %v with transport socket %v, want STRICT_DNS with TLS only by match",
+			c.GetType(), c.GetTransportSocket())
+	}
+	tsm := c.GetTransportSocketMatches()
+	if len(tsm) != 1 || tsm[0].GetMatch().GetFields()["provider"].GetStringValue() != "openai" {
+		t.Fatalf("transport_socket_matches = %v, want one for openai", tsm)
+	}
+	locs := c.GetLoadAssignment().GetEndpoints()
+	if len(locs) != 2 || locs[0].GetPriority() != 0 || locs[1].GetPriority() != 1 {
+		t.Fatalf("localities = %v, want local at priority 0 and openai at 1", locs)
+	}
+	tlsEndpoint := locs[1].GetLbEndpoints()[0].GetMetadata().GetFilterMetadata()
+	if tlsEndpoint[transportSocketMatchKey].GetFields()["provider"].GetStringValue() != "openai" ||
+		tlsEndpoint["phogate"].GetFields()["provider"].GetStringValue() != "openai" {
+		t.Errorf("openai endpoint metadata = %v, want the provider in both namespaces", tlsEndpoint)
+	}
+	if md := locs[0].GetLbEndpoints()[0].GetMetadata().GetFilterMetadata(); md[transportSocketMatchKey] != nil {
+		t.Errorf("plain-HTTP endpoint metadata %v matches a TLS transport socket", md)
+	}
+}
+
 func TestBuildRejectsZeroClusterWeights(t *testing.T) {
 	_, err := Build(loadExampleConfig(t), BuildOptions{ClusterWeights: map[string]map[string]uint32{
 		"gpt-4o": {"fake-openai": 0},
