@@ -44,6 +44,10 @@ eval-semantic: ## Evaluate the semantic cache on the developer pairs in ../share
 eval-routing: ## Evaluate model routing on the developer data in ../shared/data.
 	$(GO) run ./cmd/routing-eval -data ../shared/data
 
+.PHONY: load
+load: ## Send chat load to a running gateway (make run) and print latencies; LOADFLAGS adds flags.
+	$(GO) run ./cmd/phogate-load $(LOADFLAGS)
+
 .PHONY: fmt
 fmt: ## Format the code.
 	gofmt -w $$(git ls-files '*.go')
