@@ -17,6 +17,25 @@ const (
 	GuardAntonym  GuardReason = "antonym"
 	GuardEntity   GuardReason = "entity"
 	GuardQuestion GuardReason = "question"
+	// GuardPerson: the texts ask about different people ("my life" and "your life", "How
+	// do you ..." and "How do I ...").
+	GuardPerson GuardReason = "person"
+	// GuardModal: the texts use different modal verbs or tenses ("Can I ..." and "Should I
+	// ...", "What happened ..." and "What is happening ...").
+	GuardModal GuardReason = "modal"
+	// GuardDeictic: a text points at something outside itself ("this video", "these
+	// signs"), which the two askers need not share.
+	GuardDeictic GuardReason = "deictic"
+	// GuardWording: a content word, quoted term or symbol of one text is missing from the
+	// other, or a word changes form ("bored" and "boring"), or a text is too short to allow
+	// any change beyond articles.
+	GuardWording GuardReason = "wording"
+	// GuardOrder: the texts share their content words in a different order ("A and not B"
+	// and "B and not A").
+	GuardOrder GuardReason = "order"
+	// GuardPreposition: the texts relate their words with different prepositions ("work at
+	// the UN" and "work for the UN").
+	GuardPreposition GuardReason = "preposition"
 )
 
 // signature holds what the guard compares about one text.
@@ -28,21 +47,76 @@ type signature struct {
 	question uint16          // bit set of question kinds, see questionKind
 	entities []string        // keys of capitalised or mixed-case words
 	words    map[string]bool // every word key, and its stem
+	wording
+}
+
+// GuardMode selects the rules of the guard.
+type GuardMode int
+
+const (
+	// GuardAuto picks GuardStrict for the built-in [HashEmbedder] and GuardBasic for any
+	// other embedder.
+	GuardAuto GuardMode = iota
+	// GuardBasic rejects pairs that differ in a number, a negation, one side of a toggle,
+	// the kind of question or a name (see [Guard]).
+	GuardBasic
+	// GuardStrict adds the wording rules of [StrictGuard]. It suits the built-in embedder,
+	// whose similarity only counts shared words: with it, pairs of short questions pass only
+	// when they differ in little more than articles, auxiliaries, word endings and
+	// punctuation. A model embedder that reads meaning can match rewordings, which these
+	// rules would reject.
+	GuardStrict
+)
+
+// For resolves GuardAuto for embedder e.
+func (m GuardMode) For(e Embedder) GuardMode {
+	if m != GuardAuto {
+		return m
+	}
+	if _, ok := e.(*HashEmbedder); ok {
+		return GuardStrict
+	}
+	return GuardBasic
+}
+
+// Check applies the mode's rules to a pair; see [Guard] and [StrictGuard]. GuardAuto
+// applies the strict rules, as it does with the built-in embedder.
+func (m GuardMode) Check(stored, query string) GuardReason {
+	return compareSignatures(newSignature(stored), newSignature(query), m != GuardBasic)
 }
 
 // Guard reports whether a stored text and a query text that embed closely may share an
 // answer. It rejects pairs that differ in what usually changes the answer while changing few
 // words: numbers ("2+3" and "2+4", "iPhone 14" and "iPhone 15", digits or number words in
 // English and Vietnamese), negation ("not", "never", "n't", "không", "chưa", "đừng"), one side
-// of a common toggle ("turn on" and "turn off", "bật" and "tắt"), and named entities (a
-// capitalised, all-caps or mixed-case word of one text that the other does not contain, such
-// as "Atlanta" and "Toronto" or "Hà Nội" and "Đà Nẵng"). It returns the empty reason when the
-// pair passes. Guard is symmetric and safe for concurrent use.
-func Guard(stored, query string) GuardReason {
-	return compareSignatures(newSignature(stored), newSignature(query))
-}
+// of a common toggle ("turn on" and "turn off", "bật" and "tắt"), the kind of question ("how"
+// and "why") and named entities (a capitalised, all-caps or mixed-case word of one text that
+// the other does not contain, such as "Atlanta" and "Toronto" or "Hà Nội" and "Đà Nẵng"). It
+// returns the empty reason when the pair passes. Guard is symmetric and safe for concurrent
+// use.
+func Guard(stored, query string) GuardReason { return GuardBasic.Check(stored, query) }
 
-func compareSignatures(a, b *signature) GuardReason {
+// StrictGuard applies the rules of [Guard] and then the wording rules, which reject a pair
+// of short questions (up to ten content words) that differ in:
+//   - the people asked about: "you" and "I", "my" and "your" ([GuardPerson]);
+//   - modal verbs or tense: "can" and "should", "was" and "is" ([GuardModal]);
+//   - anything but articles, for a question of one content word ([GuardWording]);
+//   - a content word beyond a plural "-s", a word's "-ing" or "-ed" form, a quoted term, a
+//     symbol, the superlative "most", the word a negation applies to, or "do" as the main
+//     verb ([GuardWording]);
+//   - the order of their content words ([GuardOrder]);
+//   - their prepositions: "work at" and "work for" ([GuardPreposition]).
+//
+// It also rejects every pair in which either text says "this" or "these" ([GuardDeictic]):
+// such questions point at a picture, a link or a passage that two askers need not share.
+// Longer texts may change order and prepositions. StrictGuard is symmetric and safe for
+// concurrent use.
+//
+// TODO: the person, modal, preposition and deictic word lists are English; Vietnamese
+// questions get only the language-neutral rules.
+func StrictGuard(stored, query string) GuardReason { return GuardStrict.Check(stored, query) }
+
+func compareSignatures(a, b *signature, strict bool) GuardReason {
 	switch {
 	case !slices.Equal(a.numbers, b.numbers) || a.ops != b.ops:
 		return GuardNumbers
@@ -54,6 +128,8 @@ func compareSignatures(a, b *signature) GuardReason {
 		return GuardQuestion
 	case !covers(a.entities, b.words) || !covers(b.entities, a.words):
 		return GuardEntity
+	case strict:
+		return compareWording(&a.wording, &b.wording, a.words, b.words)
 	}
 	return ""
 }
@@ -99,6 +175,7 @@ func newSignature(text string) *signature {
 	}
 	s.entities = entities(toks)
 	s.question = questionKinds(toks)
+	s.wording = newWording(text, toks)
 	return s
 }
 

@@ -7,10 +7,12 @@
 // is cached with its earlier turns in the partition. Each partition has its own index: exact
 // search while it is small, an HNSW graph once it grows (see [graph]).
 //
-// A hit needs a cosine similarity at or above the threshold and a pass from the [Guard],
-// which rejects near-identical questions that differ in a number, a negation, a toggle or a
-// name. The answer itself is stored elsewhere (the exact cache); an entry holds the answer's
-// key. Entries are shared between replicas through a Redis stream (see redis.go).
+// A hit needs a cosine similarity at or above the threshold and a pass from the guard, which
+// rejects near-identical questions that differ in a number, a negation, a toggle or a name
+// ([Guard]); with the built-in embedder it also rejects short questions that differ in more
+// than articles, auxiliaries, word endings and punctuation ([StrictGuard]). The answer
+// itself is stored elsewhere (the exact cache); an entry holds the answer's key. Entries are
+// shared between replicas through a Redis stream (see redis.go).
 package semantic
 
 import (
@@ -50,6 +52,9 @@ type Config struct {
 	Embedder Embedder
 	// Redis, when set, shares entries with other replicas. Nil keeps entries in this process.
 	Redis redis.UniversalClient
+	// RedisTimeout bounds publishing one entry, which happens on a request's path. Zero
+	// means 50ms.
+	RedisTimeout time.Duration
 	// KeyPrefix prefixes Redis keys. Empty means [DefaultKeyPrefix].
 	KeyPrefix string
 	// TTL is how long an entry lives. Zero means [DefaultTTL].
@@ -65,6 +70,9 @@ type Config struct {
 	Candidates int
 	// DisableGuard turns the [Guard] off: a hit needs the similarity only.
 	DisableGuard bool
+	// GuardMode selects the guard's rules. Zero means [GuardAuto]: strict with the built-in
+	// embedder, basic with any other.
+	GuardMode GuardMode
 	// Now is the clock. Nil means [time.Now].
 	Now func() time.Time
 	// Logger receives lifecycle and Redis messages; nil discards them.
@@ -127,6 +135,7 @@ type Index struct {
 	logger  *slog.Logger
 	metrics *Metrics
 	stream  string // Redis stream key; empty without Redis
+	strict  bool   // the guard applies the wording rules
 
 	mu    sync.RWMutex
 	parts map[string]*partition
@@ -160,6 +169,7 @@ func New(ctx context.Context, cfg Config) (*Index, error) {
 		emb:     cfg.Embedder,
 		logger:  cfg.Logger.With("component", "semantic_cache"),
 		metrics: cfg.Metrics,
+		strict:  cfg.GuardMode.For(cfg.Embedder) == GuardStrict,
 		parts:   make(map[string]*partition),
 		byID:    make(map[string]*entry),
 	}
@@ -184,6 +194,12 @@ func (c *Config) applyDefaults() error {
 			return err
 		}
 		c.Embedder = h
+	}
+	if c.RedisTimeout <= 0 {
+		c.RedisTimeout = 50 * time.Millisecond
+	}
+	if c.GuardMode < GuardAuto || c.GuardMode > GuardStrict {
+		return fmt.Errorf("semantic: unknown guard mode %d", c.GuardMode)
 	}
 	if c.TTL < 0 || c.MaxEntries < 0 || c.Candidates < 0 || c.Threshold < 0 || c.Threshold > 1 {
 		return errors.New("semantic: TTL, MaxEntries, Candidates must not be negative and " +
@@ -294,7 +310,7 @@ func (ix *Index) lookup(partition, text string, vec []float32,
 	for i, c := range cands {
 		m := Match{EntryID: c.e.ID, AnswerKey: c.e.AnswerKey, Similarity: float64(c.sim)}
 		if query != nil {
-			m.Guard = compareSignatures(c.e.sig, query)
+			m.Guard = compareSignatures(c.e.sig, query, ix.strict)
 		}
 		if m.Guard == "" {
 			return m, true, ReasonHit

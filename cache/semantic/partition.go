@@ -20,6 +20,12 @@ type partition struct {
 	g     *graph
 }
 
+// rerankExtra is how many more graph results than asked for are re-ranked with the float
+// vectors. The codes' similarity is off by less than 0.01 (see TestQuantizeSimilarity), so
+// the true best is among the first few; each re-ranked result costs a read of a float
+// vector from memory.
+const rerankExtra = 16
+
 // hit is a search result.
 type hit struct {
 	e   *entry
@@ -41,7 +47,7 @@ func (p *partition) add(e *entry) {
 	p.live++
 	switch {
 	case p.g != nil:
-		p.g.insert(p.vecs, e.slot)
+		p.g.add(vecAt(p.vecs, p.dim, e.slot))
 	case p.live >= graphMin:
 		p.buildGraph()
 	}
@@ -51,7 +57,7 @@ func (p *partition) add(e *entry) {
 func (p *partition) buildGraph() {
 	p.g = newGraph(p.dim)
 	for i := range p.slots {
-		p.g.insert(p.vecs, int32(i))
+		p.g.add(vecAt(p.vecs, p.dim, int32(i)))
 	}
 }
 
@@ -95,7 +101,7 @@ func (p *partition) compact() {
 func (p *partition) search(q []float32, k int, minSim float32, now time.Time) []hit {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	var out []hit
+	out := make([]hit, 0, k+rerankExtra)
 	keep := func(slot int32, sim float32) {
 		e := p.slots[slot]
 		if sim < minSim || e == nil || !e.expires.After(now) {
@@ -110,9 +116,14 @@ func (p *partition) search(q []float32, k int, minSim float32, now time.Time) []
 			}
 		}
 	} else {
-		for _, c := range p.g.search(p.vecs, q, max(hnswEfSearch, k)) {
-			keep(c.id, c.sim)
+		// The graph ranks by approximate similarity; re-rank its best with the float
+		// vectors.
+		s := getSearcher(p.g.len())
+		found := p.g.search(s, q, max(efSearch(p.g.len()), k))
+		for _, c := range found[:min(len(found), k+rerankExtra)] {
+			keep(c.id, dot(q, vecAt(p.vecs, p.dim, c.id)))
 		}
+		putSearcher(s)
 	}
 	slices.SortFunc(out, func(a, b hit) int {
 		switch {

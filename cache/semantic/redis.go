@@ -40,8 +40,11 @@ const (
 	followBackof = time.Second
 )
 
-// publish appends e to the stream.
+// publish appends e to the stream, waiting at most RedisTimeout: a Redis that is down
+// costs a request no more than that.
 func (ix *Index) publish(ctx context.Context, e Entry) error {
+	ctx, cancel := context.WithTimeout(ctx, ix.cfg.RedisTimeout)
+	defer cancel()
 	minID := e.Created.Add(-ix.cfg.TTL).UnixMilli()
 	pipe := ix.cfg.Redis.Pipeline()
 	pipe.XAdd(ctx, &redis.XAddArgs{

@@ -42,7 +42,7 @@ func newSemantic(ctx context.Context, cfg *config.Config, logger *slog.Logger,
 	}
 	if rdb != nil {
 		// A nil *redis.Client in the interface would not be nil.
-		scfg.Redis = rdb
+		scfg.Redis, scfg.RedisTimeout = rdb, cfg.Redis.Timeout.Duration
 	}
 	ix, err := semantic.New(ctx, scfg)
 	if err != nil {

@@ -1,10 +1,16 @@
 // Command semantic-eval measures the semantic cache's hit decision on labelled question
 // pairs: for each pair it treats a as the stored question and b as the query, and counts a
 // hit when the embeddings' cosine similarity reaches the threshold and, when enabled, the
-// guard passes. It prints recall (hits among duplicate pairs), the hit rate over all pairs
+// guard passes. The guard applies the rules the index would use with each embedder (strict
+// with the built-in one, basic otherwise) unless -guard says otherwise. It prints recall (hits among duplicate pairs), the hit rate over all pairs
 // and precision (duplicates among hits) for a range of thresholds.
 //
+// -half splits every pair file in two fixed halves by line: "tune" is lines 2, 4, 6, ...,
+// "held-out" lines 1, 3, 5, .... Thresholds and guard rules are chosen on the tuning half
+// and reported on the held-out half, so that the reported precision was not fitted.
+//
 //	go run ./cmd/semantic-eval -data ../shared/data
+//	go run ./cmd/semantic-eval -data ../shared/data -half held-out
 //	go run ./cmd/semantic-eval -data ../shared/data -embed-url http://127.0.0.1:8080/v1 \
 //	    -embed-model text-embedding-3-small
 package main
@@ -42,7 +48,16 @@ type options struct {
 	embedModel string
 	embedKey   string
 	embedBatch int
+	half       string
+	guard      semantic.GuardMode
 }
+
+// Values of -half.
+const (
+	halfAll     = "all"
+	halfTune    = "tune"
+	halfHeldOut = "held-out"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -71,8 +86,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		pairs = half(pairs, opts.half)
 		for _, e := range embedders {
-			if err := evaluate(ctx, out, name, pairs, e, opts.thresholds); err != nil {
+			label := name
+			if opts.half != halfAll {
+				label += " (" + opts.half + " half)"
+			}
+			mode := opts.guard.For(e)
+			if err := evaluate(ctx, out, label, pairs, e, mode, opts.thresholds); err != nil {
 				return err
 			}
 		}
@@ -94,8 +115,24 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.embedKey, "embed-key-env", "OPENAI_API_KEY",
 		"environment variable holding the API key for -embed-url")
 	fs.IntVar(&o.embedBatch, "embed-batch", 256, "texts per embeddings request")
+	fs.StringVar(&o.half, "half", halfAll, "pairs to evaluate: all, tune (lines 2, 4, ...) "+
+		"or held-out (lines 1, 3, ...)")
+	guard := fs.String("guard", "auto", "guard rules: auto (strict for the built-in embedder, "+
+		"basic otherwise), basic or strict")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	modes := map[string]semantic.GuardMode{"auto": semantic.GuardAuto,
+		"basic": semantic.GuardBasic, "strict": semantic.GuardStrict}
+	m, ok := modes[*guard]
+	if !ok {
+		return nil, fmt.Errorf("bad -guard %q: want auto, basic or strict", *guard)
+	}
+	o.guard = m
+	switch o.half {
+	case halfAll, halfTune, halfHeldOut:
+	default:
+		return nil, fmt.Errorf("bad -half %q: want all, tune or held-out", o.half)
 	}
 	if o.data == "" {
 		return nil, errors.New("-data is required")
@@ -171,6 +208,23 @@ func readPairs(path string, limit int) ([]pair, error) {
 	return pairs, nil
 }
 
+// half returns the pairs of one half: lines 2, 4, ... for tune, lines 1, 3, ... for
+// held-out, all of them otherwise.
+func half(pairs []pair, which string) []pair {
+	if which == halfAll {
+		return pairs
+	}
+	first := 1 // index of line 2
+	if which == halfHeldOut {
+		first = 0
+	}
+	out := make([]pair, 0, len(pairs)/2+1)
+	for i := first; i < len(pairs); i += 2 {
+		out = append(out, pairs[i])
+	}
+	return out
+}
+
 // scored is one pair's similarity and guard verdict.
 type scored struct {
 	sim   float64
@@ -179,7 +233,7 @@ type scored struct {
 }
 
 func evaluate(ctx context.Context, out io.Writer, name string, pairs []pair,
-	e semantic.Embedder, thresholds []float64) error {
+	e semantic.Embedder, guard semantic.GuardMode, thresholds []float64) error {
 	start := time.Now()
 	va, err := embedAll(ctx, e, pairs, func(p pair) string { return p.A })
 	if err != nil {
@@ -193,7 +247,7 @@ func evaluate(ctx context.Context, out io.Writer, name string, pairs []pair,
 	rejected := map[semantic.GuardReason]int{}
 	dups := 0
 	for i, p := range pairs {
-		s[i] = scored{sim: semantic.Cosine(va[i], vb[i]), guard: semantic.Guard(p.A, p.B),
+		s[i] = scored{sim: semantic.Cosine(va[i], vb[i]), guard: guard.Check(p.A, p.B),
 			dup: p.Label == 1}
 		if s[i].dup {
 			dups++
@@ -202,8 +256,8 @@ func evaluate(ctx context.Context, out io.Writer, name string, pairs []pair,
 			rejected[s[i].guard]++
 		}
 	}
-	fmt.Fprintf(out, "\n%s  embedder=%s  pairs=%d  duplicates=%d  (%s)\n", name, e.Name(),
-		len(pairs), dups, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(out, "\n%s  embedder=%s  guard=%s  pairs=%d  duplicates=%d  (%s)\n", name,
+		e.Name(), guardName(guard), len(pairs), dups, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(out, "guard rejects (all pairs): %v\n", rejected)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "threshold\tguard\thits\tdup hits\trecall\thits/all\tprecision\t")
@@ -227,6 +281,13 @@ func evaluate(ctx context.Context, out io.Writer, name string, pairs []pair,
 		}
 	}
 	return tw.Flush()
+}
+
+func guardName(m semantic.GuardMode) string {
+	if m == semantic.GuardStrict {
+		return "strict"
+	}
+	return "basic"
 }
 
 func onOff(b bool) string {

@@ -23,14 +23,15 @@ func TestSemanticDefaults(t *testing.T) {
 		ttl        time.Duration
 		guard      bool
 	}{
-		{"off by default", "", false, 0.99, 0.99, time.Hour, true},
+		{"on by default", "", true, 0.98, 0.98, time.Hour, true},
+		{"off", "cache:\n  semantic: {enabled: false}\n", false, 0.98, 0.98, time.Hour, true},
 		{"builtin", "cache:\n  semantic: {enabled: true, thresholds: {n: 0.97}}\n",
-			true, 0.99, 0.97, time.Hour, true},
+			true, 0.98, 0.97, time.Hour, true},
 		{"http", "cache:\n  semantic: {enabled: true, embedder: http, guard: false, ttl: 5m, " +
 			"http: {base_url: 'http://127.0.0.1:2/v1'}}\n",
 			true, 0.95, 0.95, 5 * time.Minute, false},
 		{"exact cache off", "cache:\n  enabled: false\n  semantic: {enabled: true}\n",
-			false, 0.99, 0.99, time.Hour, true},
+			false, 0.98, 0.98, time.Hour, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
