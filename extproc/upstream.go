@@ -167,14 +167,11 @@ func (a *attempt) resolve(provider, model string) *httpError {
 
 // providerPath maps the client's "/v1/..." path to the provider's base path.
 func providerPath(p *config.Provider, path string) string {
-	if rest, ok := strings.CutPrefix(path, clientPathPrefix); ok {
+	if rest, ok := strings.CutPrefix(path, routeheaders.ClientPathPrefix); ok {
 		return p.PathPrefix() + "/" + rest
 	}
 	return path
 }
-
-// clientPathPrefix is the OpenAI API prefix that clients send.
-const clientPathPrefix = "/v1/"
 
 // onRequestBody renames the model to the provider's name for it. The headers are still
 // held, so content-length can follow the new body (envoy-notes §1.7).

@@ -111,10 +111,11 @@ func buildModelCluster(cfg *config.Config, opts BuildOptions, model string,
 	c.TransportSocket = nil
 	for _, p := range order {
 		if p.TLS() {
+			match := map[string]*structpb.Value{"provider": structpb.NewStringValue(p.Name)}
 			c.TransportSocketMatches = append(c.TransportSocketMatches,
 				&v3clusterpb.Cluster_TransportSocketMatch{
 					Name:            "tls_" + p.Name,
-					Match:           &structpb.Struct{Fields: map[string]*structpb.Value{"provider": structpb.NewStringValue(p.Name)}},
+					Match:           &structpb.Struct{Fields: match},
 					TransportSocket: upstreamTLS(p.Host()),
 				})
 		}

@@ -9,16 +9,14 @@ import (
 	v3corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	v3routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	v3previoushostspb "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
-	v3previousprioritiespb "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+	v3prioritypb "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	v3matcherpb "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
 	"github.com/phochat/phogate/internal/config"
+	"github.com/phochat/phogate/internal/routeheaders"
 )
 
 const (
-	// clientPathPrefix is the OpenAI API prefix clients send; each provider's route rewrites
-	// it to the provider's own base path.
-	clientPathPrefix  = "/v1/"
 	previousHostsName = "envoy.retry_host_predicates.previous_hosts"
 	// previousPrioritiesName is the retry priority plugin that skips tried priorities.
 	previousPrioritiesName = "envoy.retry_priorities.previous_priorities"
@@ -165,7 +163,7 @@ func modelRoute(cfg *config.Config, model string, weights map[string]uint32,
 		a.RetryPolicy.RetryPriority = &v3routepb.RetryPolicy_RetryPriority{
 			Name: previousPrioritiesName,
 			ConfigType: &v3routepb.RetryPolicy_RetryPriority_TypedConfig{
-				TypedConfig: mustAny(&v3previousprioritiespb.PreviousPrioritiesConfig{
+				TypedConfig: mustAny(&v3prioritypb.PreviousPrioritiesConfig{
 					UpdateFrequency: 1,
 				}),
 			},
@@ -228,11 +226,11 @@ func retryPolicy(n int) *v3routepb.RetryPolicy {
 // pathRewrite maps the client's "/v1/" to the provider's base path, or returns nil when
 // they are the same.
 func pathRewrite(prefix string) *v3matcherpb.RegexMatchAndSubstitute {
-	if prefix+"/" == clientPathPrefix {
+	if prefix+"/" == routeheaders.ClientPathPrefix {
 		return nil
 	}
 	return &v3matcherpb.RegexMatchAndSubstitute{
-		Pattern:      &v3matcherpb.RegexMatcher{Regex: "^" + regexp.QuoteMeta(clientPathPrefix)},
+		Pattern:      &v3matcherpb.RegexMatcher{Regex: "^" + regexp.QuoteMeta(routeheaders.ClientPathPrefix)},
 		Substitution: prefix + "/",
 	}
 }

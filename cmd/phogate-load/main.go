@@ -97,10 +97,11 @@ func chatTargeter(o options) vegeta.Targeter {
 		} else {
 			i = n.Add(1)
 		}
+		question := fmt.Sprintf("Run %08x, question %d: how do I cook pho?", run, i)
 		body, err := json.Marshal(map[string]any{
 			"model":    o.model,
 			"stream":   o.stream,
-			"messages": []map[string]string{{"role": "user", "content": fmt.Sprintf("Run %08x, question %d: how do I cook pho?", run, i)}},
+			"messages": []map[string]string{{"role": "user", "content": question}},
 		})
 		if err != nil {
 			return err

@@ -2,12 +2,13 @@
 // pairs: for each pair it treats a as the stored question and b as the query, and counts a
 // hit when the embeddings' cosine similarity reaches the threshold and, when enabled, the
 // guard passes. The guard applies the rules the index would use with each embedder (strict
-// with the built-in one, basic otherwise) unless -guard says otherwise. It prints recall (hits among duplicate pairs), the hit rate over all pairs
-// and precision (duplicates among hits) for a range of thresholds.
+// with the built-in one, basic otherwise) unless -guard says otherwise. It prints recall
+// (hits among duplicate pairs), the hit rate over all pairs and precision (duplicates among
+// hits) for a range of thresholds.
 //
 // -half splits every pair file in two fixed halves by line: "tune" is lines 2, 4, 6, ...,
-// "held-out" lines 1, 3, 5, .... Thresholds and guard rules are chosen on the tuning half
-// and reported on the held-out half, so that the reported precision was not fitted.
+// "held-out" lines 1, 3, 5, .... Choose thresholds and guard rules on the tuning half and
+// report the held-out half, whose pairs did not shape them.
 //
 //	go run ./cmd/semantic-eval -data ../shared/data
 //	go run ./cmd/semantic-eval -data ../shared/data -half held-out

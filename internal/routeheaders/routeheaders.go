@@ -30,4 +30,9 @@ const (
 
 	// PhaseUpstream is the FilterPhase value of the upstream filter.
 	PhaseUpstream = "upstream"
+
+	// ClientPathPrefix is the OpenAI API prefix clients send. A provider's requests get the
+	// provider's base path in its place: from the route when the listener filter did not
+	// run, from the upstream filter otherwise.
+	ClientPathPrefix = "/v1/"
 )

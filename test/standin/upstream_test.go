@@ -77,7 +77,8 @@ func priorityEnv(t *testing.T, fp *fakeProc, previousPriorities bool) (e *env, b
 				ProtocolConfig: &v3httppb.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{
 					HttpProtocolOptions: &v3corepb.Http1ProtocolOptions{}}}},
 		HttpFilters: []*v3hcmpb.HttpFilter{
-			{Name: "envoy.filters.http.ext_proc", ConfigType: &v3hcmpb.HttpFilter_TypedConfig{TypedConfig: mustAny(t, ep)}},
+			{Name: "envoy.filters.http.ext_proc",
+				ConfigType: &v3hcmpb.HttpFilter_TypedConfig{TypedConfig: mustAny(t, ep)}},
 			{Name: "envoy.filters.http.upstream_codec", ConfigType: &v3hcmpb.HttpFilter_TypedConfig{
 				TypedConfig: mustAny(t, &v3upstreamcodecpb.UpstreamCodec{})}},
 		}}
