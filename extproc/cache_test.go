@@ -361,7 +361,7 @@ func TestCacheStoresOnlyComplete(t *testing.T) {
 		{"not JSON", "200", "application/json", "not json", true},
 		{"stream without DONE", "200", "text/event-stream", noDone, true},
 		{"stream with an error chunk", "200", "text/event-stream", errChunk, true},
-		{"client gone", "200", "text/event-stream", cachedSSE, false},
+		{"client gone before DONE", "200", "text/event-stream", noDone, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -383,6 +383,22 @@ func TestCacheStoresOnlyComplete(t *testing.T) {
 				t.Errorf("reply after %s = %v, want a BodyResponse (nothing stored)", tt.name, resp)
 			}
 		})
+	}
+}
+
+// A stream is whole at its [DONE] event: a client that hangs up right after reading it
+// leaves a complete answer, which is stored although the end of the stream never arrives.
+func TestCacheStoresStreamAtDone(t *testing.T) {
+	env, _ := newCacheEnv(t)
+	body := question("gone after done", `"stream":true,`)
+	es, resp := ask(t, env, body)
+	if resp.GetRequestBody() == nil {
+		t.Fatalf("body reply = %v, want a BodyResponse", resp)
+	}
+	answer(t, es, "200", "text/event-stream", cachedSSE, false)
+	es.close()
+	if _, resp := ask(t, env, body); resp.GetImmediateResponse() == nil {
+		t.Errorf("reply after a complete stream = %v, want a cache hit", resp)
 	}
 }
 

@@ -80,6 +80,7 @@ type stream struct {
 	cluster       string
 	mode          responseMode
 	sse           openai.SSEParser
+	sawDone       bool // the stream's [DONE] event arrived
 	tail          []byte
 	responseBytes int
 	usage         openai.Usage
@@ -486,7 +487,9 @@ func (st *stream) onResponseBody(ctx context.Context,
 		}
 	}
 	// A BUFFERED body is whole in its one message, even when trailers follow (eos false).
-	if b.GetEndOfStream() || st.mode == respBuffered {
+	// A stream is whole at its [DONE] event: a client may hang up as soon as it reads it,
+	// before the end of the stream reaches the server.
+	if b.GetEndOfStream() || st.mode == respBuffered || st.sawDone {
 		st.storeAnswer(ctx, body)
 	}
 	if b.GetEndOfStream() {
@@ -500,6 +503,7 @@ var doneData = []byte("[DONE]")
 func (st *stream) onEvent(e openai.Event) {
 	st.collectEvent(e.Data)
 	if string(e.Data) == string(doneData) {
+		st.sawDone = true
 		return
 	}
 	st.noteAnswer(e.Data, true)
