@@ -165,7 +165,7 @@ func (s *EndpointStats) Observe(o Observation) {
 	if s.pending.IsZero() || first.Before(s.pending) {
 		s.pending = first
 	}
-	s.foldHealth(o, now)
+	s.foldHealth(o)
 	if o.Endpoint == "" {
 		return
 	}
@@ -229,7 +229,7 @@ func latencyParts(o Observation) (ttfb, perToken time.Duration, hasTTFB, hasPerT
 }
 
 // foldHealth counts o toward its provider's run of failures.
-func (s *EndpointStats) foldHealth(o Observation, now time.Time) {
+func (s *EndpointStats) foldHealth(o Observation) {
 	h := s.providers[o.Provider]
 	if h == nil {
 		if len(s.providers) >= maxLatencyModels {

@@ -85,30 +85,11 @@ func (c *checker) checkUpstreamFilters(cl *v3clusterpb.Cluster) {
 		c.errorf("cluster %q: %s: %w", cl.GetName(), httpProtocolOptionsKey, err)
 		return
 	}
-	filters := opts.GetHttpFilters()
-	for i, f := range filters {
-		last := i == len(filters)-1
-		isCodec := f.GetTypedConfig().MessageIs(&v3upstreamcodecpb.UpstreamCodec{})
-		switch {
-		case last && !isCodec:
-			c.errorf("cluster %q: last upstream HTTP filter is %q, want %s", cl.GetName(),
-				f.GetName(), upstreamCodecName)
-		case !last && isCodec:
-			c.errorf("cluster %q: %s is upstream HTTP filter %d of %d; it must be last",
-				cl.GetName(), upstreamCodecName, i+1, len(filters))
-		}
-		ep := &v3extprocpb.ExternalProcessor{}
-		if !f.GetTypedConfig().MessageIs(ep) {
-			continue
-		}
-		if err := f.GetTypedConfig().UnmarshalTo(ep); err != nil {
-			c.errorf("cluster %q: filter %q: %w", cl.GetName(), f.GetName(), err)
-			continue
-		}
-		for _, err := range c.extProcErrors(ep) {
-			c.errorf("cluster %q: filter %q: %w", cl.GetName(), f.GetName(), err)
-		}
+	isCodec := func(f *v3hcmpb.HttpFilter) bool {
+		return f.GetTypedConfig().MessageIs(&v3upstreamcodecpb.UpstreamCodec{})
 	}
+	c.checkFilterChain(fmt.Sprintf("cluster %q", cl.GetName()), "upstream HTTP filter",
+		opts.GetHttpFilters(), upstreamCodecName, isCodec)
 }
 
 type checker struct {
@@ -187,26 +168,38 @@ func (c *checker) checkHCM(listener string, hcm *v3hcmpb.HttpConnectionManager, 
 		c.errorf("listener %q: no HTTP filters (the router must be last)", listener)
 		return
 	}
+	isRouter := func(f *v3hcmpb.HttpFilter) bool {
+		return f.GetName() == wellknown.Router ||
+			f.GetTypedConfig().GetTypeUrl() == "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+	}
+	c.checkFilterChain(fmt.Sprintf("listener %q", listener), "HTTP filter", filters, "the router", isRouter)
+}
+
+// checkFilterChain checks one chain of HTTP filters: the terminal filter (the router of a
+// listener, the upstream codec of a cluster) must be last and only last, and every ext_proc
+// filter passes [checker.extProcErrors]. where and kind name the chain and its filters in
+// errors.
+func (c *checker) checkFilterChain(where, kind string, filters []*v3hcmpb.HttpFilter,
+	terminal string, isTerminal func(*v3hcmpb.HttpFilter) bool) {
 	for i, f := range filters {
 		last := i == len(filters)-1
-		isRouter := f.GetName() == wellknown.Router ||
-			f.GetTypedConfig().GetTypeUrl() == "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 		switch {
-		case last && !isRouter:
-			c.errorf("listener %q: last HTTP filter is %q, want the router", listener, f.GetName())
-		case !last && isRouter:
-			c.errorf("listener %q: router is HTTP filter %d of %d; it must be last",
-				listener, i+1, len(filters))
+		case last && !isTerminal(f):
+			c.errorf("%s: last %s is %q, want %s", where, kind, f.GetName(), terminal)
+		case !last && isTerminal(f):
+			c.errorf("%s: %s is %s %d of %d; it must be last", where, terminal, kind, i+1,
+				len(filters))
 		}
 		ep := &v3extprocpb.ExternalProcessor{}
-		if f.GetTypedConfig().MessageIs(ep) {
-			if err := f.GetTypedConfig().UnmarshalTo(ep); err != nil {
-				c.errorf("listener %q: filter %q: %w", listener, f.GetName(), err)
-				continue
-			}
-			for _, err := range c.extProcErrors(ep) {
-				c.errorf("listener %q: filter %q: %w", listener, f.GetName(), err)
-			}
+		if !f.GetTypedConfig().MessageIs(ep) {
+			continue
+		}
+		if err := f.GetTypedConfig().UnmarshalTo(ep); err != nil {
+			c.errorf("%s: filter %q: %w", where, f.GetName(), err)
+			continue
+		}
+		for _, err := range c.extProcErrors(ep) {
+			c.errorf("%s: filter %q: %w", where, f.GetName(), err)
 		}
 	}
 }
